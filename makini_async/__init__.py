@@ -1,0 +1,84 @@
+"""makini_async: the asyncio client for the Makini unified API."""
+
+from __future__ import annotations
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ConflictError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectionInactiveError,
+    ConnectionNotFoundError,
+    IdempotencyConflictError,
+    InvalidRequestError,
+    MakiniError,
+    NotFoundError,
+    OperationNotSupportedError,
+    PermissionDeniedError,
+    RateLimitError,
+    ReauthorizationRequiredError,
+    RegistryClosedError,
+    RequestTimeoutError,
+    ResponseDecodeError,
+    ResponseTooLargeError,
+    ServerError,
+    ServiceUnavailableError,
+    TokenExpiredError,
+    TransportError,
+    UnexpectedRedirectError,
+    UpstreamError,
+    ValidationError,
+)
+from ._registry import Connection, ConnectionRegistry
+from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent
+from ._retry import RetryPolicy
+from ._transport import EventLoopMismatchError, Timeouts, TLSError
+
+__all__ = [
+    "APIError",
+    "APIResponse",
+    "AuthenticationError",
+    "ConflictError",
+    "ConnectError",
+    "Connection",
+    "ConnectionClosedError",
+    "ConnectionInactiveError",
+    "ConnectionNotFoundError",
+    "ConnectionRegistry",
+    "ConnectionState",
+    "EventLoopMismatchError",
+    "IdempotencyConflictError",
+    "InvalidRequestError",
+    "MakiniError",
+    "NotFoundError",
+    "OperationNotSupportedError",
+    "PermissionDeniedError",
+    "RateLimit",
+    "RateLimitError",
+    "ReauthorizationRequiredError",
+    "ReconnectEvent",
+    "RegistryClosedError",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "ResponseTooLargeError",
+    "RetryPolicy",
+    "ServerError",
+    "ServiceUnavailableError",
+    "TLSError",
+    "Timeouts",
+    "TokenExpiredError",
+    "TransportError",
+    "UnexpectedRedirectError",
+    "UpstreamError",
+    "ValidationError",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - only paid when asked for
+
+        return version("makini-async")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,634 @@
+"""The exception tree, and the table that turns an error response into one of its classes.
+
+::
+
+    MakiniError
+    ├── TransportError                     no usable response arrived
+    │   ├── ConnectError                   the request never left (refused, DNS, TLS handshake)
+    │   └── RequestTimeoutError            also a builtin TimeoutError
+    ├── APIError                           the server answered with an error status
+    │   ├── InvalidRequestError            400
+    │   │   └── OperationNotSupportedError 405 OPERATION_NOT_SUPPORTED
+    │   ├── ValidationError                422, with ``fields``
+    │   ├── AuthenticationError            401
+    │   │   ├── ReauthorizationRequiredError   the customer must reconnect
+    │   │   └── TokenExpiredError
+    │   ├── PermissionDeniedError          403
+    │   │   └── ConnectionInactiveError
+    │   ├── NotFoundError                  404
+    │   ├── ConflictError                  409
+    │   │   └── IdempotencyConflictError
+    │   ├── RateLimitError                 429, with ``retry_after``
+    │   ├── ServerError                    5xx
+    │   │   ├── UpstreamError              502
+    │   │   └── ServiceUnavailableError    503
+    │   └── UnexpectedRedirectError        3xx: redirects are never followed
+    ├── ResponseDecodeError                a 2xx whose body is not the JSON it should be
+    │   └── ResponseTooLargeError
+    ├── ConnectionNotFoundError            also a KeyError
+    └── ConnectionClosedError              the connection was removed or closed
+        └── RegistryClosedError
+
+Error bodies are decoded by :func:`error_from_response`, which never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConflictError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConnectionInactiveError",
+    "ConnectionNotFoundError",
+    "IdempotencyConflictError",
+    "InvalidRequestError",
+    "MakiniError",
+    "NotFoundError",
+    "OperationNotSupportedError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ReauthorizationRequiredError",
+    "RegistryClosedError",
+    "RequestTimeoutError",
+    "ResponseDecodeError",
+    "ResponseTooLargeError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "TokenExpiredError",
+    "TransportError",
+    "UnexpectedRedirectError",
+    "UpstreamError",
+    "ValidationError",
+]
+
+#: Longest body text kept on an exception (``APIError.body``).
+BODY_SNIPPET_LIMIT: Final = 1024
+#: Longest human message kept on an exception.
+MESSAGE_LIMIT: Final = 500
+_SHORT_FIELD_LIMIT: Final = 200
+_REDACTED: Final = "[REDACTED]"
+
+
+class MakiniError(Exception):
+    """The root of every error makini_async raises.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class TransportError(MakiniError):
+    """No usable HTTP response arrived: connect failure, timeout, disconnect, protocol garbage.
+
+    Attributes:
+        method: The HTTP method of the failed request.
+        path: The request path (no query string, never a token).
+        may_have_reached_server: False only when the request provably never left
+            (connection refused, DNS failure, TLS handshake failure). When True, a write may
+            have been applied even though no answer came back.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        path: str = "",
+        may_have_reached_server: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+        self.may_have_reached_server = may_have_reached_server
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.path})" if self.method else ""
+        return f"{self.message}{where}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, method={self.method!r}, "
+            f"path={self.path!r}, may_have_reached_server={self.may_have_reached_server})"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_transport_error,
+            (type(self), self.message, self.method, self.path, self.may_have_reached_server),
+        )
+
+
+def _rebuild_transport_error(
+    cls: type[TransportError], message: str, method: str, path: str, reached: bool
+) -> TransportError:
+    return cls(message, method=method, path=path, may_have_reached_server=reached)
+
+
+class ConnectError(TransportError):
+    """The connection to the server could not be opened; the request was never sent.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(message, method=method, path=path, may_have_reached_server=False)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_connect_error, (type(self), self.message, self.method, self.path))
+
+
+def _rebuild_connect_error(
+    cls: type[ConnectError], message: str, method: str, path: str
+) -> ConnectError:
+    return cls(message, method=method, path=path)
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """A timeout or the call's deadline expired before a complete response arrived.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class APIError(MakiniError):
+    """The server answered with an error status.
+
+    Attributes:
+        status: The HTTP status code.
+        code: Makini's machine-readable error code (e.g. ``"RATE_LIMIT_EXCEEDED"``), or None.
+            Branch on this, never on ``message``.
+        type: Makini's error type (e.g. ``"rate_limit_error"``), or None.
+        message: The human-readable message, bounded in length.
+        request_id: The request id from the body or the ``X-Request-Id`` header, or None.
+        details: The envelope's ``details`` object (empty when absent).
+        body: A bounded snippet of the raw body text, for diagnostics.
+        retry_after: Seconds the server asked us to wait (``Retry-After``), or None.
+        method: The HTTP method of the failed request.
+        path: The request path.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        type: str | None = None,  # noqa: A002 - mirrors the envelope's field name
+        request_id: str | None = None,
+        details: Mapping[str, object] | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.type = type
+        self.request_id = request_id
+        self.details: Mapping[str, object] = details if details is not None else {}
+        self.body = body
+        self.retry_after = retry_after
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        prefix = f"[{self.request_id}] " if self.request_id else ""
+        code = f" {self.code}" if self.code else ""
+        where = f" ({self.method} {self.path})" if self.method else ""
+        return f"{prefix}{self.status}{code}: {self.message}{where}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status}, code={self.code!r}, "
+            f"request_id={self.request_id!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        state = {
+            "status": self.status,
+            "code": self.code,
+            "type": self.type,
+            "request_id": self.request_id,
+            "details": dict(self.details),
+            "body": self.body,
+            "retry_after": self.retry_after,
+            "method": self.method,
+            "path": self.path,
+        }
+        return (_rebuild_api_error, (type(self), self.message, state))
+
+    def _copy_as(self, cls: type[APIError]) -> APIError:
+        """Return the same error as another class (e.g. a 401 turned reauthorization-required)."""
+        copy = cls(
+            self.message,
+            status=self.status,
+            code=self.code,
+            type=self.type,
+            request_id=self.request_id,
+            details=self.details,
+            body=self.body,
+            retry_after=self.retry_after,
+            method=self.method,
+            path=self.path,
+        )
+        copy.__cause__ = self
+        return copy
+
+
+def _rebuild_api_error(cls: type[APIError], message: str, state: dict[str, object]) -> APIError:
+    error = cls.__new__(cls)
+    APIError.__init__(error, message, status=0)
+    error.__dict__.update(state)
+    return error
+
+
+class InvalidRequestError(APIError):
+    """400: Makini could not understand the request.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class OperationNotSupportedError(InvalidRequestError):
+    """405 ``OPERATION_NOT_SUPPORTED``: the customer's source system cannot do this write.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ValidationError(APIError):
+    """422: the request body failed validation.
+
+    Attributes:
+        fields: Field name → list of messages, from ``details.fields`` or Laravel's ``errors``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @property
+    def fields(self) -> Mapping[str, list[str]]:
+        """Field name → messages, as the server sent them (empty when it sent none)."""
+        raw = self.details.get("fields")
+        if not isinstance(raw, Mapping):
+            return {}
+        fields: dict[str, list[str]] = {}
+        for name, messages in raw.items():
+            if isinstance(messages, list):
+                fields[str(name)] = [str(m) for m in messages]
+            else:
+                fields[str(name)] = [str(messages)]
+        return fields
+
+
+class AuthenticationError(APIError):
+    """401: the connection's token was refused.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ReauthorizationRequiredError(AuthenticationError):
+    """The customer must reconnect (Makini Link) before this connection works again.
+
+    Raised for a 401 ``REAUTHORIZATION_REQUIRED``, and, without any I/O, for every call on a
+    connection whose state is ``ConnectionState.REAUTHORIZATION_REQUIRED``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class TokenExpiredError(AuthenticationError):
+    """401 ``TOKEN_EXPIRED``: the token is past its expiry; refreshing it fixes this.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class PermissionDeniedError(APIError):
+    """403: the token or the customer's source account lacks the right.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ConnectionInactiveError(PermissionDeniedError):
+    """403 ``CONNECTION_INACTIVE``: the connection is disabled (e.g. out of credits).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class NotFoundError(APIError):
+    """404: no such record or route.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ConflictError(APIError):
+    """409: the request conflicts with the server's state.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class IdempotencyConflictError(ConflictError):
+    """409 ``IDEMPOTENCY_CONFLICT``: the idempotency key was used before with another body.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class RateLimitError(APIError):
+    """429: the connection's rate limit is exhausted; ``retry_after`` says for how long.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ServerError(APIError):
+    """5xx: Makini or the customer's system failed.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class UpstreamError(ServerError):
+    """502: the customer's source system answered with an error (or a proxy failed).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ServiceUnavailableError(ServerError):
+    """503: the customer's source system is unreachable.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class UnexpectedRedirectError(APIError):
+    """3xx: the server redirected; makini_async never follows redirects with a token.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ResponseDecodeError(MakiniError):
+    """A successful response's body could not be decoded as the expected JSON.
+
+    Attributes:
+        status: The HTTP status of the response.
+        request_id: The ``X-Request-Id`` of the response, or None.
+        body: A bounded snippet of the raw body text.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        request_id: str | None = None,
+        body: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        prefix = f"[{self.request_id}] " if self.request_id else ""
+        return f"{prefix}{self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_decode_error,
+            (type(self), self.message, self.status, self.request_id, self.body),
+        )
+
+
+def _rebuild_decode_error(
+    cls: type[ResponseDecodeError], message: str, status: int, request_id: str | None, body: str
+) -> ResponseDecodeError:
+    return cls(message, status=status, request_id=request_id, body=body)
+
+
+class ResponseTooLargeError(ResponseDecodeError):
+    """The response body passed the registry's ``max_response_size``; it was not kept.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ConnectionNotFoundError(MakiniError, KeyError):
+    """No connection with this id is registered.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(connection_id)
+        self.connection_id = connection_id
+
+    def __str__(self) -> str:
+        return f"No connection {self.connection_id!r} is registered; add it with registry.add()."
+
+
+class ConnectionClosedError(MakiniError):
+    """The connection was removed from its registry or closed; it takes no more requests.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class RegistryClosedError(ConnectionClosedError):
+    """The registry has been closed; it cannot be reopened. Create a new one.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# The (status, code) → class table.
+
+_BY_STATUS_AND_CODE: Final[Mapping[tuple[int, str | None], type[APIError]]] = {
+    (400, None): InvalidRequestError,
+    (401, None): AuthenticationError,
+    (401, "REAUTHORIZATION_REQUIRED"): ReauthorizationRequiredError,
+    (401, "TOKEN_EXPIRED"): TokenExpiredError,
+    (403, None): PermissionDeniedError,
+    (403, "CONNECTION_INACTIVE"): ConnectionInactiveError,
+    (404, None): NotFoundError,
+    (405, "OPERATION_NOT_SUPPORTED"): OperationNotSupportedError,
+    (409, None): ConflictError,
+    (409, "IDEMPOTENCY_CONFLICT"): IdempotencyConflictError,
+    (422, None): ValidationError,
+    (429, None): RateLimitError,
+    (500, None): ServerError,
+    (502, None): UpstreamError,
+    (503, None): ServiceUnavailableError,
+}
+
+
+def error_class_for(status: int, code: str | None) -> type[APIError]:
+    """Pick the most specific class for a status and an error code.
+
+    An unknown code falls back to the status's class; an unknown 5xx to `ServerError`, a 3xx to
+    `UnexpectedRedirectError`, and any other unknown status to `APIError`.
+    """
+    cls = _BY_STATUS_AND_CODE.get((status, code)) or _BY_STATUS_AND_CODE.get((status, None))
+    if cls is not None:
+        return cls
+    if 500 <= status <= 599:  # noqa: PLR2004 - the 5xx range
+        return ServerError
+    if 300 <= status <= 399:  # noqa: PLR2004 - the 3xx range
+        return UnexpectedRedirectError
+    return APIError
+
+
+def _short(value: object, limit: int = _SHORT_FIELD_LIMIT) -> str | None:
+    """A scalar envelope field as a bounded string; None for missing or structured values."""
+    if isinstance(value, str):
+        return value[:limit] or None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)[:limit]
+    return None
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def _scrub_obj(value: object, secrets: tuple[str, ...], depth: int = 0) -> object:
+    """Copy a decoded JSON value with every secret string redacted (bounded depth)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return _scrub(value, secrets)
+    if depth > 32:  # noqa: PLR2004 - deeper structures are dropped, not walked
+        return None
+    if isinstance(value, Mapping):
+        return {
+            _scrub(str(k), secrets): _scrub_obj(v, secrets, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_scrub_obj(v, secrets, depth + 1) for v in value]
+    return value
+
+
+def _body_text(body: bytes) -> str:
+    return body[: BODY_SNIPPET_LIMIT * 4].decode("utf-8", "replace")[:BODY_SNIPPET_LIMIT]
+
+
+def _decode_json_object(body: bytes) -> Mapping[str, object] | None:
+    if not body or body[:1] not in b"{ \t\r\n":
+        return None
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, Mapping) else None
+
+
+def error_from_response(
+    status: int,
+    body: bytes,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+    method: str = "",
+    path: str = "",
+    secrets: tuple[str, ...] = (),
+) -> APIError:
+    """Decode an error response into the right `APIError` subclass. Never raises.
+
+    Understands Makini's envelope ``{"error": {code, type, message, request_id, details}}``,
+    Laravel's ``{"message", "errors"}``, a bare ``{"message"}``, an ``{"error": "text"}``, and
+    anything else (empty, HTML, invalid UTF-8, truncated JSON), whose text becomes a bounded
+    snippet. Any of ``secrets`` found in the body is redacted before it is kept.
+    """
+    code: str | None = None
+    err_type: str | None = None
+    message: str | None = None
+    details: dict[str, object] = {}
+    envelope = _decode_json_object(body)
+    if envelope is not None:
+        inner = envelope.get("error")
+        if isinstance(inner, Mapping):
+            code = _short(inner.get("code"))
+            err_type = _short(inner.get("type"))
+            message = _short(inner.get("message"), MESSAGE_LIMIT)
+            request_id = _short(inner.get("request_id")) or request_id
+            raw_details = inner.get("details")
+            if isinstance(raw_details, Mapping):
+                details = {str(k): v for k, v in raw_details.items()}
+        elif isinstance(inner, str):
+            message = inner[:MESSAGE_LIMIT] or None
+        if message is None:
+            message = _short(envelope.get("message"), MESSAGE_LIMIT)
+        if code is None:
+            code = _short(envelope.get("code"))
+        laravel_errors = envelope.get("errors")
+        if isinstance(laravel_errors, Mapping) and "fields" not in details:
+            details["fields"] = dict(laravel_errors)
+    text = _body_text(body)
+    if message is None:
+        message = _first_line(text) if envelope is None else None
+        message = message or f"HTTP {status} with no error message"
+    cls = error_class_for(status, code)
+    if secrets:
+        message = _scrub(message, secrets)
+        text = _scrub(text, secrets)
+        details = _scrub_obj(details, secrets)  # type: ignore[assignment] # same shape back
+    return cls(
+        message,
+        status=status,
+        code=code,
+        type=err_type,
+        request_id=request_id,
+        details=details,
+        body=text,
+        retry_after=retry_after,
+        method=method,
+        path=path,
+    )
+
+
+def _first_line(text: str) -> str | None:
+    """A short human summary of a non-JSON body: HTML title or first non-empty line."""
+    lowered = text.lower()
+    start = lowered.find("<title>")
+    if start != -1:
+        end = lowered.find("</title>", start)
+        if end != -1:
+            title = " ".join(text[start + 7 : end].split())
+            if title:
+                return title[:MESSAGE_LIMIT]
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("<"):
+            return stripped[:MESSAGE_LIMIT]
+    return None

@@ -1,0 +1,433 @@
+"""`ConnectionRegistry`: every customer connection, its token, and its session, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import platform
+import ssl as ssl_module
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Final, Self
+
+import aiohttp
+
+from ._errors import ConnectionNotFoundError, RegistryClosedError
+from ._request import (
+    APIResponse,
+    Channel,
+    Clock,
+    ReconnectHook,
+    Requestor,
+    check_token,
+)
+from ._retry import RetryPolicy
+from ._transport import DEFAULT_MAX_RESPONSE_SIZE, Timeouts, Transport
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+__all__ = ["Connection", "ConnectionRegistry"]
+
+logger: Final = logging.getLogger("makini_async")
+
+DEFAULT_BASE_URL: Final = "https://api.makini.io"
+_EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
+
+
+def _default_user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - once
+
+    try:
+        ours = version("makini-async")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        ours = "0"
+    py = f"{platform.python_implementation()} {sys.version_info.major}.{sys.version_info.minor}"
+    return f"makini-async/{ours} ({py}; aiohttp {aiohttp.__version__})"
+
+
+def _is_http_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("https://", "http://"))
+
+
+def _positive_int(value: object) -> bool:
+    return type(value) is int and value >= 1
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+class Connection(Channel):
+    """One customer connection: its token generations, its session and its request method.
+
+    Created by `ConnectionRegistry.add`; never build one yourself.
+
+    Attributes:
+        id: The connection id given to ``registry.add``.
+        state: A `ConnectionState`.
+        metadata: The read-only metadata given to ``registry.add``.
+        generation: The current token generation (1, then +1 per new token).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+        json: object = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> APIResponse:
+        """Send one request with this connection's token and decode the answer.
+
+        Transient failures are retried as the registry's `RetryPolicy` says: connect errors
+        always; 429, 502, 503 and 504 for GET/HEAD/OPTIONS/DELETE and for any call with an
+        ``idempotency_key``; 500 for reads only. A 401 runs the reconnect hook (once per token
+        generation) and replays the call once with the new token.
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``, ``HEAD`` or ``OPTIONS``.
+            path: The path below the base URL, e.g. ``/api/eam/work-orders``; already quoted.
+            params: Query parameters; None values are dropped, sequences repeat the key,
+                booleans become ``true``/``false``, aware datetimes ISO-8601 UTC.
+            json: A JSON body (encoded once, reused on every attempt).
+            headers: Extra headers (``Authorization`` and framing headers are refused).
+            timeout: Per-attempt `Timeouts`, or seconds for the whole of each attempt.
+            deadline: Seconds for the whole call: every attempt, wait and retry included.
+            idempotency_key: Sent as ``Idempotency-Key`` on every attempt; makes a POST or PUT
+                safe to retry.
+
+        Returns:
+            The `APIResponse`, with the decoded JSON in ``data``.
+
+        Raises:
+            APIError: The server answered with an error (the subclass tells which).
+            TransportError: No usable answer arrived (``may_have_reached_server`` tells
+                whether a write may have been applied).
+            ResponseDecodeError: A 2xx whose body is not JSON.
+            ReauthorizationRequiredError: The customer must reconnect (raised with no I/O
+                while the connection is in that state).
+            ConnectionClosedError: The connection or its registry is closed.
+            TypeError: Bad argument types (before any I/O).
+            ValueError: Bad argument values (before any I/O).
+
+        .. versionadded:: 0.1.0
+        """
+        return await self._requestor.request(
+            self,
+            method,
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            deadline=deadline,
+            idempotency_key=idempotency_key,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id!r} {self.state.value} generation={self._generation}>"
+
+
+class ConnectionRegistry:
+    """Holds one token-scoped session per customer connection over one shared connection pool.
+
+    Adding a connection does no I/O; its ``aiohttp.ClientSession`` is created on its first
+    request, inside the running event loop, and may be closed again when idle
+    (``max_open_sessions``) so that tens of thousands of registered connections stay cheap.
+    No cookies are kept, redirects are never followed, and the environment's proxies and
+    ``.netrc`` are ignored unless ``trust_env=True``.
+
+    Use it as an async context manager (or call `aclose`)::
+
+        async with ConnectionRegistry() as registry:
+            conn = registry.add("acme", token)
+            response = await conn.request("GET", "/api/eam/work-orders")
+
+    Args:
+        base_url: Makini's API origin (the sandbox's ``url`` in tests).
+        retry: How transient failures are retried.
+        timeouts: Per-attempt timeouts; each call may override them.
+        on_reconnect: ``async (ReconnectEvent) -> str | None``, run once per connection and
+            token generation when a 401 arrives; a returned token replays the failed calls, None
+            (or an exception) moves the connection to ``REAUTHORIZATION_REQUIRED``.
+        limit: Most open HTTP connections for the whole registry.
+        limit_per_connection: Most concurrent requests per customer connection (None: no limit).
+        ssl: True for default certificate checks, an ``SSLContext``, or False (logged as unsafe).
+        proxy: A proxy URL for every request.
+        trust_env: Read proxies and ``.netrc`` from the environment.
+        trace_configs: ``aiohttp.TraceConfig``s, passed to every session.
+        user_agent: The ``User-Agent`` header.
+        max_response_size: Largest response body accepted, after decompression, in bytes.
+        max_open_sessions: Most sessions kept open; the least recently used idle one is closed
+            when a new one would pass it (None: never close).
+        close_timeout: How long `aclose` lets in-flight calls finish before cancelling them.
+        clock: Time source for deadlines and rate-limit pauses (tests pass a virtual clock).
+
+    Raises:
+        TypeError: Bad argument types.
+        ValueError: Bad argument values.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        on_reconnect: ReconnectHook | None = None,
+        limit: int = 100,
+        limit_per_connection: int | None = 16,
+        ssl: ssl_module.SSLContext | bool = True,
+        proxy: str | URL | None = None,
+        trust_env: bool = False,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        user_agent: str | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        max_open_sessions: int | None = 1000,
+        close_timeout: float = 10.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._state = _State.UNOPENED
+        if not _is_http_url(base_url):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if "?" in base_url or "#" in base_url or "@" in base_url:
+            raise ValueError("base_url must not carry a query, a fragment or credentials")
+        for name, value in (("limit", limit), ("max_response_size", max_response_size)):
+            if not _positive_int(value):
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name, optional in (
+            ("limit_per_connection", limit_per_connection),
+            ("max_open_sessions", max_open_sessions),
+        ):
+            if optional is not None and not _positive_int(optional):
+                raise ValueError(f"{name} must be an int >= 1 or None, got {optional!r}")
+        if on_reconnect is not None and not callable(on_reconnect):
+            raise TypeError("on_reconnect must be an async callable or None")
+        if not isinstance(ssl, ssl_module.SSLContext | bool):
+            raise TypeError("ssl must be True, False or an ssl.SSLContext")
+        self.base_url = base_url.rstrip("/")
+        self._close_timeout = close_timeout
+        self._transport = Transport(
+            limit=limit,
+            ssl=ssl,
+            proxy=proxy,
+            trust_env=trust_env,
+            trace_configs=trace_configs,
+            user_agent=user_agent or _default_user_agent(),
+            timeouts=timeouts if timeouts is not None else Timeouts(),
+            max_response_size=max_response_size,
+            max_open_sessions=max_open_sessions,
+        )
+        self._requestor = Requestor(
+            base_url=self.base_url,
+            transport=self._transport,
+            retry=retry if retry is not None else RetryPolicy(),
+            on_reconnect=on_reconnect,
+            limit_per_connection=limit_per_connection,
+            clock=clock,
+        )
+        self._connections: dict[str, Connection] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is _State.CLOSED:
+            raise RegistryClosedError(
+                "Cannot open the registry, as it has been closed; create a new one."
+            )
+        if self._state is _State.OPENED:
+            raise RuntimeError("The registry is already open; enter it only once.")
+        self._state = _State.OPENED
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose` has begun."""
+        return self._state is _State.CLOSED
+
+    async def aclose(self, *, timeout: float | None = None) -> None:
+        """Close the registry: refuse new calls, let in-flight ones finish, close every session.
+
+        In-flight calls get ``timeout`` seconds (default: the registry's ``close_timeout``) to
+        finish; the tasks still running one are then cancelled. Idempotent.
+
+        Args:
+            timeout: Seconds to wait for in-flight calls.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        requestor = self._requestor
+        requestor.closing = True
+        wait = self._close_timeout if timeout is None else timeout
+        current = asyncio.current_task()
+        others = [t for t in requestor.inflight_tasks if t is not current]
+        if others:
+            requestor.drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(requestor.drained.wait(), wait)
+            except TimeoutError:
+                late = [t for t in requestor.inflight_tasks if t is not current]
+                logger.warning("Cancelling %d call(s) still in flight at close", len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)
+        for connection in self._connections.values():
+            connection.close()
+        await self._transport.aclose()
+
+    def __del__(self) -> None:
+        transport = getattr(self, "_transport", None)
+        if (
+            self._state is not _State.CLOSED
+            and transport is not None
+            and transport._connector is not None  # noqa: SLF001 - only sockets matter
+        ):
+            warnings.warn(
+                f"Unclosed {self!r}: use 'async with ConnectionRegistry()' or await aclose()",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    # -- connections -------------------------------------------------------------------------
+
+    def add(
+        self,
+        connection_id: str,
+        token: str,
+        *,
+        metadata: Mapping[str, object] | None = None,
+    ) -> Connection:
+        """Register a customer connection and its token. No I/O happens.
+
+        Args:
+            connection_id: Your id for the connection (e.g. Makini's connection id).
+            token: The connection's bearer token.
+            metadata: Anything you want handed back in `ReconnectEvent.metadata`.
+
+        Returns:
+            The new `Connection`.
+
+        Raises:
+            RegistryClosedError: The registry is closed.
+            TypeError: ``connection_id`` or ``token`` is not a str.
+            ValueError: Empty values, or the id is already registered.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._state is _State.CLOSED:
+            raise RegistryClosedError("Cannot add a connection, as the registry has been closed.")
+        if not isinstance(connection_id, str):
+            raise TypeError(f"connection_id must be a str, not {type(connection_id).__name__}")
+        if not connection_id:
+            raise ValueError("connection_id must not be empty")
+        check_token(token)
+        if connection_id in self._connections:
+            raise ValueError(
+                f"Connection {connection_id!r} is already registered; "
+                "use update_token() to give it a new token."
+            )
+        frozen = _EMPTY if not metadata else MappingProxyType(dict(metadata))
+        connection = Connection(self._requestor, connection_id, token, frozen)
+        self._connections[connection_id] = connection
+        return connection
+
+    def get(self, connection_id: str) -> Connection:
+        """The connection registered under ``connection_id``.
+
+        Raises:
+            ConnectionNotFoundError: No such connection (also a ``KeyError``).
+
+        .. versionadded:: 0.1.0
+        """
+        try:
+            return self._connections[connection_id]
+        except KeyError:
+            raise ConnectionNotFoundError(connection_id) from None
+
+    def __getitem__(self, connection_id: str) -> Connection:
+        return self.get(connection_id)
+
+    def __contains__(self, connection_id: object) -> bool:
+        return connection_id in self._connections
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._connections.values()))
+
+    async def remove(self, connection_id: str) -> None:
+        """Unregister a connection and close its session; its later calls fail typed.
+
+        Raises:
+            ConnectionNotFoundError: No such connection.
+
+        .. versionadded:: 0.1.0
+        """
+        connection = self._connections.pop(connection_id, None)
+        if connection is None:
+            raise ConnectionNotFoundError(connection_id)
+        connection.close()
+        if self._transport._loop is not None:  # noqa: SLF001 - nothing to close before first use
+            self._transport.check_loop()
+            await self._transport.close_retired()
+
+    def update_token(self, connection_id: str, token: str) -> Connection:
+        """Give a connection a new token (e.g. after the customer reconnected).
+
+        The token generation moves on, the connection becomes ``ACTIVE`` again, and its next
+        request uses a fresh session carrying the new token. No I/O happens.
+
+        Returns:
+            The connection.
+
+        Raises:
+            ConnectionNotFoundError: No such connection.
+            TypeError: The token is not a str.
+            ValueError: The token is empty or malformed.
+
+        .. versionadded:: 0.1.0
+        """
+        check_token(token)
+        connection = self.get(connection_id)
+        connection.set_token(token)
+        return connection
+
+    @property
+    def open_sessions(self) -> int:
+        """How many connections hold an open session right now."""
+        return self._transport.open_sessions
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConnectionRegistry {self.base_url} connections={len(self._connections)} "
+            f"state={self._state.name.lower()}>"
+        )

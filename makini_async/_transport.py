@@ -1,0 +1,387 @@
+"""The only module that touches aiohttp's client API.
+
+It owns the registry's one ``TCPConnector`` and SSL context, builds each connection's
+token-scoped ``ClientSession`` on that connector, sends one HTTP request, reads its body under a
+size cap, and translates every aiohttp and socket exception into a `TransportError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Final, Protocol
+
+import aiohttp
+import attrs
+from multidict import CIMultiDictProxy
+
+from ._errors import (
+    ConnectError,
+    MakiniError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+__all__ = ["EventLoopMismatchError", "RawResponse", "TLSError", "Timeouts", "Transport"]
+
+logger: Final = logging.getLogger("makini_async")
+
+#: Default cap on a response body, after decompression.
+DEFAULT_MAX_RESPONSE_SIZE: Final = 32 * 1024 * 1024
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed (untrusted certificate, hostname mismatch); never retried.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class EventLoopMismatchError(MakiniError, RuntimeError):
+    """The registry was used from an event loop other than the one its sessions belong to.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+def _positive_or_none(
+    _instance: object, attribute: attrs.Attribute[float], value: float | None
+) -> None:
+    if value is not None and not value > 0:
+        msg = f"Timeouts.{attribute.name} must be > 0 or None, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen
+class Timeouts:
+    """Timeouts for one attempt of a request, in seconds (None means no limit).
+
+    Makini proxies to the customer's own system, which can be slow: reads get a minute by default.
+
+    Args:
+        connect: Opening the TCP/TLS connection, pool wait excluded.
+        read: The longest silence between two reads of the response.
+        total: One whole attempt, from pool wait to the last body byte.
+        pool: Waiting for a free connection in the shared pool.
+
+    .. versionadded:: 0.1.0
+    """
+
+    connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    read: float | None = attrs.field(default=60.0, validator=_positive_or_none)
+    total: float | None = attrs.field(default=120.0, validator=_positive_or_none)
+    pool: float | None = attrs.field(default=30.0, validator=_positive_or_none)
+
+    def _client_timeout(self, total: float | None = None) -> aiohttp.ClientTimeout:
+        if total is None:
+            total = self.total
+        elif self.total is not None:
+            total = min(total, self.total)
+        return aiohttp.ClientTimeout(
+            total=total, connect=self.pool, sock_connect=self.connect, sock_read=self.read
+        )
+
+
+@attrs.frozen(slots=True)
+class RawResponse:
+    """A complete HTTP response, body read."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    content_type: str
+
+
+class SessionOwner(Protocol):
+    """What the session cache needs from a connection to evict its session."""
+
+    def _evictable(self) -> bool: ...
+    def _take_session(self) -> aiohttp.ClientSession | None: ...
+
+
+def _translate(  # noqa: PLR0911 - one branch per exception family
+    exc: BaseException, method: str, path: str
+) -> TransportError:
+    """Map an aiohttp/socket exception to ours; the text never carries request headers."""
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return TLSError(f"TLS handshake failed ({name})", method=method, path=path)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return RequestTimeoutError(
+            "Timed out opening a connection",
+            method=method,
+            path=path,
+            may_have_reached_server=False,
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return RequestTimeoutError("Timed out reading the response", method=method, path=path)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return ConnectError(
+            f"Cannot connect to {exc.host}:{exc.port} ({reason})", method=method, path=path
+        )
+    if isinstance(exc, TimeoutError):
+        return RequestTimeoutError("Timed out waiting for the response", method=method, path=path)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransportError(
+            "The server closed the connection without a complete response",
+            method=method,
+            path=path,
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError(
+            "The response body was cut short or malformed", method=method, path=path
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Its repr holds the request headers, the token among them: keep only the status and class.
+        return TransportError(
+            f"Malformed HTTP response ({name}, {exc.status})", method=method, path=path
+        )
+    if isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
+        return TransportError("The connection was reset", method=method, path=path)
+    return TransportError(f"HTTP transport failed ({name})", method=method, path=path)
+
+
+def _safe_cause(exc: BaseException) -> BaseException | None:
+    """The exception to chain as ``__cause__``: never one that carries request headers."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return None
+    return exc
+
+
+class Transport:
+    """The registry's HTTP machinery: one connector, many token-scoped sessions.
+
+    Created without I/O; the connector and SSL context are built on first use, inside the
+    running event loop, which the transport is bound to from then on.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        ssl: ssl_module.SSLContext | bool,
+        proxy: str | URL | None,
+        trust_env: bool,
+        trace_configs: Sequence[aiohttp.TraceConfig],
+        user_agent: str,
+        timeouts: Timeouts,
+        max_response_size: int,
+        max_open_sessions: int | None,
+    ) -> None:
+        self._limit = limit
+        self._ssl = ssl
+        self._proxy = proxy
+        self._trust_env = trust_env
+        self._trace_configs = list(trace_configs)
+        self._user_agent = user_agent
+        self.timeouts = timeouts
+        self.default_timeout = timeouts._client_timeout()  # noqa: SLF001 - our own class
+        self.max_response_size = max_response_size
+        self._max_open_sessions = max_open_sessions
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connector: aiohttp.TCPConnector | None = None
+        self._cookie_jar: aiohttp.DummyCookieJar | None = None
+        # Open sessions by owner, least recently used first.
+        self._open: OrderedDict[SessionOwner, aiohttp.ClientSession] = OrderedDict()
+        self._retired: list[aiohttp.ClientSession] = []
+        self.sessions_created = 0
+
+    # -- loop binding ------------------------------------------------------------------------
+
+    def check_loop(self) -> None:
+        """Bind to the running loop on first use; refuse any other loop afterwards.
+
+        Raises:
+            EventLoopMismatchError: Called from another loop than the first one.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is None:
+            self._loop = loop
+            return
+        msg = (
+            "This registry is bound to the event loop it was first used in; it cannot be used "
+            "from another one (a second asyncio.run() or another thread). Create one registry "
+            "per event loop, inside the coroutine that runs it."
+        )
+        raise EventLoopMismatchError(msg)
+
+    def _ensure_connector(self) -> aiohttp.TCPConnector:
+        connector = self._connector
+        if connector is None:
+            ssl_arg: ssl_module.SSLContext | bool
+            if self._ssl is True:
+                ssl_arg = ssl_module.create_default_context()
+            else:
+                ssl_arg = self._ssl
+                if ssl_arg is False:
+                    logger.warning(
+                        "TLS certificate verification is disabled for this registry (ssl=False)"
+                    )
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ssl=ssl_arg)
+            self._connector = connector
+            self._cookie_jar = aiohttp.DummyCookieJar()
+        return connector
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def open_session(self, owner: SessionOwner, token: str) -> aiohttp.ClientSession:
+        """Build a token-scoped session on the shared connector and track it for eviction.
+
+        Returns:
+            The new session; the caller keeps it and hands it back through `retire`.
+        """
+        connector = self._ensure_connector()
+        session = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            cookie_jar=self._cookie_jar,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": self._user_agent,
+            },
+            timeout=self.default_timeout,
+            trust_env=self._trust_env,
+            proxy=self._proxy,
+            trace_configs=self._trace_configs or None,
+            raise_for_status=False,
+        )
+        self.sessions_created += 1
+        previous = self._open.pop(owner, None)
+        if previous is not None:
+            self._retired.append(previous)
+        self._open[owner] = session
+        if self._max_open_sessions is not None and len(self._open) > self._max_open_sessions:
+            self._evict(len(self._open) - self._max_open_sessions)
+        return session
+
+    def touch(self, owner: SessionOwner) -> None:
+        """Mark an owner's session as just used (for least-recently-used eviction)."""
+        if self._max_open_sessions is not None:
+            self._open.move_to_end(owner)
+
+    def _evict(self, count: int) -> None:
+        for owner in list(self._open):
+            if count <= 0:
+                break
+            if owner._evictable():  # noqa: SLF001 - the protocol's own hook
+                session = owner._take_session()  # noqa: SLF001 - the protocol's own hook
+                del self._open[owner]
+                if session is not None:
+                    self._retired.append(session)
+                count -= 1
+
+    def forget(self, owner: SessionOwner) -> None:
+        """Stop tracking an owner; its session (if any) is closed at the next opportunity."""
+        session = self._open.pop(owner, None)
+        if session is not None:
+            self._retired.append(session)
+
+    @property
+    def open_sessions(self) -> int:
+        """How many connection sessions are open now."""
+        return len(self._open)
+
+    async def close_retired(self) -> None:
+        """Close sessions that were replaced or evicted (no I/O: the connector is shared)."""
+        retired, self._retired = self._retired, []
+        for session in reversed(retired):
+            await session.close()
+
+    async def aclose(self) -> None:
+        """Close every session (newest first), then the connector, then let transports finish."""
+        sessions = [*self._retired, *self._open.values()]
+        self._retired = []
+        self._open.clear()
+        for session in reversed(sessions):
+            try:
+                await session.close()
+            except Exception:  # pragma: no cover - aiohttp's close does no I/O here
+                logger.warning("Closing a session failed", exc_info=True)
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            try:
+                await connector.close()
+            except Exception:
+                logger.warning("Closing the connection pool failed", exc_info=True)
+            # Let closed transports run their connection_lost callbacks (aiohttp's advice).
+            await asyncio.sleep(0)
+
+    # -- one request -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        *,
+        params: list[tuple[str, str]] | None,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout,
+        path: str,
+    ) -> RawResponse:
+        """Send one request and read the whole response under the size cap.
+
+        Raises:
+            TransportError: With the right subclass; aiohttp's exception is never exposed.
+            ResponseTooLargeError: The body passed ``max_response_size``.
+        """
+        try:
+            response = await session.request(
+                method,
+                url,
+                params=params,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _translate(exc, method, path) from _safe_cause(exc)
+        try:
+            payload = await self._read(response, path)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            response.close()
+            raise _translate(exc, method, path) from _safe_cause(exc)
+        except BaseException:
+            response.close()
+            raise
+        return RawResponse(response.status, response.headers, payload, response.content_type)
+
+    async def _read(self, response: aiohttp.ClientResponse, path: str) -> bytes:
+        cap = self.max_response_size
+        length = response.content_length
+        if length is not None and length > cap:
+            raise ResponseTooLargeError(
+                f"The response announced {length} bytes, "
+                f"more than max_response_size={cap} ({path})",
+                status=response.status,
+                request_id=response.headers.get("X-Request-Id"),
+            )
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()
+        # Unknown or compressed length: count decoded bytes as they arrive.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > cap:
+                raise ResponseTooLargeError(
+                    f"The response passed max_response_size={cap} bytes ({path})",
+                    status=response.status,
+                    request_id=response.headers.get("X-Request-Id"),
+                )
+            chunks.append(chunk)
+        response.release()
+        return b"".join(chunks)

@@ -1,0 +1,113 @@
+"""Shared fixtures: real loopback servers (aiohttp apps and scripted raw sockets) and registries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from makini_async import ConnectionRegistry, RetryPolicy
+from makini_async.testing import VirtualClock
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+StartRaw = Callable[[RawHandler], Awaitable[str]]
+StartApp = Callable[[web.Application], Awaitable[str]]
+MakeRegistry = Callable[..., ConnectionRegistry]
+
+#: Retries with no backoff waits: retry tests never sleep for real.
+ZERO_WAIT = RetryPolicy(attempts=4, base=0.0, cap=0.0)
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """Read one HTTP/1.1 request (request line, headers, Content-Length body) from a raw socket."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = b""
+    length = int(headers.get("content-length", "0"))
+    if length:
+        body = await reader.readexactly(length)
+    return lines[0], headers, body
+
+
+@pytest.fixture(name="raw_server")
+async def _raw_server() -> AsyncIterator[StartRaw]:
+    """Start scripted raw-socket HTTP servers on 127.0.0.1; returns their base URL."""
+    servers: list[asyncio.Server] = []
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def start(handler: RawHandler) -> str:
+        async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.add(writer)
+            try:
+                await handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                pass
+            finally:
+                writers.discard(writer)
+                with contextlib.suppress(Exception):
+                    writer.close()
+
+        server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for writer in list(writers):
+        writer.close()
+    for server in servers:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+@pytest.fixture(name="app_server")
+async def _app_server() -> AsyncIterator[StartApp]:
+    """Start aiohttp.web apps on 127.0.0.1; returns their base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=0.1)
+        await site.start()
+        runners.append(runner)
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture(name="clock")
+def _clock() -> VirtualClock:
+    """A virtual clock for rate-limit pauses and deadlines."""
+    return VirtualClock()
+
+
+@pytest.fixture(name="make_registry")
+async def _make_registry(clock: VirtualClock) -> AsyncIterator[MakeRegistry]:
+    """Build registries with zero-wait retries and the virtual clock; all closed at teardown."""
+    made: list[ConnectionRegistry] = []
+
+    def make(base_url: str, **kwargs: object) -> ConnectionRegistry:
+        kwargs.setdefault("retry", ZERO_WAIT)
+        kwargs.setdefault("clock", clock)
+        registry = ConnectionRegistry(base_url, **kwargs)  # type: ignore[arg-type]
+        made.append(registry)
+        return registry
+
+    yield make
+    for registry in made:
+        await registry.aclose(timeout=1)
