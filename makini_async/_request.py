@@ -429,7 +429,7 @@ class Channel:
                 f"Connection {self.id!r} closed while it was reconnecting."
             ) from error
         except MakiniError:
-            raise error._copy_as(ReauthorizationRequiredError) from None  # noqa: SLF001
+            raise error._copy_as(ReauthorizationRequiredError) from error  # noqa: SLF001
         if not self._replaced(generation):
             raise error._copy_as(ReauthorizationRequiredError)  # noqa: SLF001
 
@@ -709,7 +709,7 @@ class Requestor:
             except AuthenticationError as error:
                 if replayed:
                     channel._mark_reauthorization_required(call.generation)  # noqa: SLF001
-                    raise error._copy_as(ReauthorizationRequiredError) from None  # noqa: SLF001
+                    raise error._copy_as(ReauthorizationRequiredError) from error  # noqa: SLF001
                 await channel.reauthorize(call.generation, error)
                 replayed = True
                 continue
@@ -769,14 +769,15 @@ class Requestor:
         channel = call.channel
         if self.closing or channel.state is not ConnectionState.ACTIVE:
             self._check_open(channel)
-        if channel._gate_until:  # noqa: SLF001 - the fast path is one float test
-            await self._pass_gate(call)
         limiter = channel._limiter  # noqa: SLF001
         if limiter is None and self.limit_per_connection is not None:
             limiter = channel._limiter = _Limiter(self.limit_per_connection)  # noqa: SLF001
         if limiter is not None and not limiter.try_acquire():
             await self._wait_for_slot(limiter, call)
         try:
+            # Checked with the slot held: a 429 that arrived while we queued still stops us.
+            if channel._gate_until:  # noqa: SLF001 - the fast path is one float test
+                await self._pass_gate(call)
             session = channel._current_session()  # noqa: SLF001
             self.transport.touch(channel)
             call.generation = channel._generation  # noqa: SLF001

@@ -14,6 +14,7 @@ __all__ = ["RetryPolicy", "parse_retry_after"]
 
 # A Retry-After longer than this many characters is garbage (and int() of 5000 digits raises).
 _RETRY_AFTER_MAX_CHARS: Final = 40
+_WEEKDAYS: Final = frozenset({"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"})
 
 
 def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -91,6 +92,9 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:  # noqa
         return None
     if value.isdigit():
         return float(int(value))
+    weekday, comma, _ = value.partition(",")
+    if comma and weekday.strip() not in _WEEKDAYS:
+        return None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
