@@ -14,8 +14,9 @@ from makini_async._errors import BODY_SNIPPET_LIMIT, MESSAGE_LIMIT, error_from_r
 
 
 def envelope(code: str, status_type: str = "x_error", **extra: object) -> bytes:
-    body = {"error": {"code": code, "type": status_type, "message": f"msg for {code}"}}
-    body["error"].update(extra)
+    inner: dict[str, object] = {"code": code, "type": status_type, "message": f"msg for {code}"}
+    inner.update(extra)
+    body = {"error": inner}
     return json.dumps(body).encode()
 
 

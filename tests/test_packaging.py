@@ -29,7 +29,7 @@ def test_version_comes_from_metadata() -> None:
 def test_unknown_attribute_raises() -> None:
     """A missing attribute raises AttributeError, as for any module."""
     with pytest.raises(AttributeError, match="no_such_thing"):
-        _ = makini_async.no_such_thing  # type: ignore[attr-defined]
+        _ = makini_async.no_such_thing
 
 
 def test_py_typed_is_shipped() -> None:
