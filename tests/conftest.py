@@ -118,12 +118,13 @@ async def _make_registry(clock: VirtualClock) -> AsyncIterator[MakeRegistry]:
 class Seen:
     """One request as a scripted server saw it."""
 
-    __slots__ = ("at", "body", "headers", "method", "path", "query")
+    __slots__ = ("at", "body", "headers", "method", "path", "query", "query_items")
 
     def __init__(self, request: web.Request, body: bytes, at: float) -> None:
         self.method = request.method
         self.path = request.path
         self.query = dict(request.query)
+        self.query_items = list(request.query.items())
         self.headers = dict(request.headers)
         self.body = body
         self.at = at
@@ -176,6 +177,7 @@ class ScriptedApp:
         self.by_token: dict[str, Reply] = {}
         self.default = Reply()
         self.gate: asyncio.Event | None = None
+        self.delay = 0.0
         self._wanted: tuple[int, asyncio.Event] | None = None
 
     async def arrivals(self, count: int) -> None:
@@ -198,6 +200,8 @@ class ScriptedApp:
             self._wanted[1].set()
         if self.gate is not None:
             await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         reply = self.by_token.get(seen.token)
         if reply is None:
             reply = self.script.popleft() if self.script else self.default
