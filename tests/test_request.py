@@ -236,7 +236,7 @@ class TestDeadlines:
     async def test_callers_timeout_wins(
         self, scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
     ) -> None:
-        """asyncio.timeout around a retrying call raises TimeoutError on time, then sends nothing."""
+        """A caller's asyncio.timeout ends a retrying call on time; nothing is sent after."""
         app, url = scripted
         app.default = error_reply(503, "SYSTEM_UNAVAILABLE")
         app.delay = 0.05  # ten attempts take at least 0.5 s: longer than the caller allows
