@@ -595,7 +595,9 @@ def error_from_response(
         if isinstance(laravel_errors, Mapping) and "fields" not in details:
             details["fields"] = dict(laravel_errors)
     text = _body_text(body)
-    if message is None:
+    if 300 <= status <= 399:  # noqa: PLR2004 - the 3xx range
+        message = f"The server answered {status} (a redirect); makini_async never follows redirects"
+    elif message is None:
         message = _first_line(text) if envelope is None else None
         message = message or f"HTTP {status} with no error message"
     cls = error_class_for(status, code)
