@@ -553,6 +553,40 @@ def _decode_json_object(body: bytes) -> Mapping[str, object] | None:
     return decoded if isinstance(decoded, Mapping) else None
 
 
+class _Fields:
+    """What an error body said, before a class is picked."""
+
+    __slots__ = ("code", "details", "message", "request_id", "type")
+
+    def __init__(self, request_id: str | None) -> None:
+        self.code: str | None = None
+        self.type: str | None = None
+        self.message: str | None = None
+        self.request_id = request_id
+        self.details: dict[str, object] = {}
+
+
+def _read_envelope(envelope: Mapping[str, object], fields: _Fields) -> None:
+    inner = envelope.get("error")
+    if isinstance(inner, Mapping):
+        fields.code = _short(inner.get("code"))
+        fields.type = _short(inner.get("type"))
+        fields.message = _short(inner.get("message"), MESSAGE_LIMIT)
+        fields.request_id = _short(inner.get("request_id")) or fields.request_id
+        raw_details = inner.get("details")
+        if isinstance(raw_details, Mapping):
+            fields.details = {str(k): v for k, v in raw_details.items()}
+    elif isinstance(inner, str):
+        fields.message = inner[:MESSAGE_LIMIT] or None
+    if fields.message is None:
+        fields.message = _short(envelope.get("message"), MESSAGE_LIMIT)
+    if fields.code is None:
+        fields.code = _short(envelope.get("code"))
+    laravel_errors = envelope.get("errors")
+    if isinstance(laravel_errors, Mapping) and "fields" not in fields.details:
+        fields.details["fields"] = dict(laravel_errors)
+
+
 def error_from_response(
     status: int,
     body: bytes,
@@ -570,47 +604,28 @@ def error_from_response(
     anything else (empty, HTML, invalid UTF-8, truncated JSON), whose text becomes a bounded
     snippet. Any of ``secrets`` found in the body is redacted before it is kept.
     """
-    code: str | None = None
-    err_type: str | None = None
-    message: str | None = None
-    details: dict[str, object] = {}
+    fields = _Fields(request_id)
     envelope = _decode_json_object(body)
     if envelope is not None:
-        inner = envelope.get("error")
-        if isinstance(inner, Mapping):
-            code = _short(inner.get("code"))
-            err_type = _short(inner.get("type"))
-            message = _short(inner.get("message"), MESSAGE_LIMIT)
-            request_id = _short(inner.get("request_id")) or request_id
-            raw_details = inner.get("details")
-            if isinstance(raw_details, Mapping):
-                details = {str(k): v for k, v in raw_details.items()}
-        elif isinstance(inner, str):
-            message = inner[:MESSAGE_LIMIT] or None
-        if message is None:
-            message = _short(envelope.get("message"), MESSAGE_LIMIT)
-        if code is None:
-            code = _short(envelope.get("code"))
-        laravel_errors = envelope.get("errors")
-        if isinstance(laravel_errors, Mapping) and "fields" not in details:
-            details["fields"] = dict(laravel_errors)
+        _read_envelope(envelope, fields)
     text = _body_text(body)
+    message = fields.message
     if 300 <= status <= 399:  # noqa: PLR2004 - the 3xx range
         message = f"The server answered {status} (a redirect); makini_async never follows redirects"
     elif message is None:
         message = _first_line(text) if envelope is None else None
         message = message or f"HTTP {status} with no error message"
-    cls = error_class_for(status, code)
+    details = fields.details
     if secrets:
         message = _scrub(message, secrets)
         text = _scrub(text, secrets)
         details = _scrub_obj(details, secrets)  # type: ignore[assignment] # same shape back
-    return cls(
+    return error_class_for(status, fields.code)(
         message,
         status=status,
-        code=code,
-        type=err_type,
-        request_id=request_id,
+        code=fields.code,
+        type=fields.type,
+        request_id=fields.request_id,
         details=details,
         body=text,
         retry_after=retry_after,
