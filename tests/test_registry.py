@@ -326,3 +326,38 @@ class TestShutdown:
         assert all(isinstance(r, asyncio.CancelledError) for r in results)
         assert registry._requestor.inflight_tasks == {}
         app.gate.set()
+
+
+async def test_trace_configs_pass_through(scripted: tuple[ScriptedApp, str]) -> None:
+    """aiohttp TraceConfigs given to the registry see every request and connection."""
+    import aiohttp
+
+    starts: list[str] = []
+    created: list[int] = []
+
+    async def on_start(
+        _session: aiohttp.ClientSession,
+        _ctx: object,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        starts.append(params.url.path)
+
+    async def on_created(
+        _session: aiohttp.ClientSession,
+        _ctx: object,
+        _params: aiohttp.TraceConnectionCreateEndParams,
+    ) -> None:
+        created.append(1)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    trace.on_connection_create_end.append(on_created)
+    _, url = scripted
+    async with ConnectionRegistry(url, trace_configs=[trace]) as registry:
+        a = registry.add("a", "ta")
+        b = registry.add("b", "tb")
+        await a.request("GET", "/one")
+        await b.request("GET", "/two")
+    assert starts == ["/one", "/two"]
+    # Both connections share the registry's pool: the second request reuses the first socket.
+    assert len(created) == 1
