@@ -31,7 +31,7 @@ from ._errors import (
     ValidationError,
 )
 from ._registry import Connection, ConnectionRegistry
-from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent
+from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent, StateChange
 from ._retry import RetryPolicy
 from ._transport import EventLoopMismatchError, Timeouts, TLSError
 
@@ -65,6 +65,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailableError",
+    "StateChange",
     "TLSError",
     "Timeouts",
     "TokenExpiredError",

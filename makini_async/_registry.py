@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import platform
 import ssl as ssl_module
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
@@ -22,6 +23,7 @@ from ._request import (
     Clock,
     ReconnectHook,
     Requestor,
+    StateListener,
     check_token,
 )
 from ._retry import RetryPolicy
@@ -420,6 +422,29 @@ class ConnectionRegistry:
         connection = self.get(connection_id)
         connection.set_token(token)
         return connection
+
+    def subscribe(self, listener: StateListener) -> Callable[[], None]:
+        """Call ``listener(StateChange)`` whenever a connection's state changes.
+
+        Listeners run synchronously, in the task that caused the change; keep them quick (hand
+        work to a queue). An exception in a listener is logged and ignored.
+
+        Args:
+            listener: A callable taking a `StateChange`.
+
+        Returns:
+            A function that unsubscribes the listener.
+
+        .. versionadded:: 0.1.0
+        """
+        listeners = self._requestor.listeners
+        listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                listeners.remove(listener)
+
+        return unsubscribe
 
     @property
     def open_sessions(self) -> int:

@@ -9,6 +9,7 @@ connection's reconnect hook once per token generation, then replays the call onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -55,6 +56,8 @@ __all__ = [
     "ReconnectEvent",
     "ReconnectHook",
     "Requestor",
+    "StateChange",
+    "StateListener",
 ]
 
 logger: Final = logging.getLogger("makini_async")
@@ -109,6 +112,28 @@ class RateLimit:
     limit: int | None
     remaining: int | None
     reset: datetime | None
+
+
+@attrs.frozen
+class StateChange:
+    """A connection moved from one `ConnectionState` to another.
+
+    Attributes:
+        connection_id: The connection.
+        previous: Its state before.
+        current: Its state now.
+        reason: Why, in a few words (``"token refused"``, ``"new token"``, ``"closed"``...).
+
+    .. versionadded:: 0.1.0
+    """
+
+    connection_id: str
+    previous: ConnectionState
+    current: ConnectionState
+    reason: str
+
+
+StateListener = Callable[[StateChange], object]
 
 
 @attrs.frozen
@@ -377,6 +402,12 @@ class Channel:
 
     # -- tokens ------------------------------------------------------------------------------
 
+    def _set_state(self, state: ConnectionState, reason: str) -> None:
+        previous = self.state
+        if previous is not state:
+            self.state = state
+            self._requestor.notify(StateChange(self.id, previous, state, reason))
+
     def set_token(self, token: str, *, probation: bool = False) -> None:
         """Install a new token generation and reactivate the connection."""
         if self.state is ConnectionState.CLOSED:
@@ -384,19 +415,21 @@ class Channel:
         self._token = _Token(token)
         self._generation += 1
         self._probation = self._generation if probation else 0
-        self.state = ConnectionState.ACTIVE
         self._reconnect_task = None
+        self._set_state(ConnectionState.ACTIVE, "new token")
 
     def _mark_reauthorization_required(self, generation: int) -> None:
         if self._generation == generation and self.state is ConnectionState.ACTIVE:
-            self.state = ConnectionState.REAUTHORIZATION_REQUIRED
+            self._set_state(ConnectionState.REAUTHORIZATION_REQUIRED, "token refused")
             logger.warning(
                 "Connection %s needs the customer to reconnect (token generation %d refused)",
                 self.id,
                 generation,
             )
 
-    async def reauthorize(self, generation: int, error: AuthenticationError) -> None:
+    async def reauthorize(
+        self, generation: int, error: AuthenticationError, *, replayed_token: bool = True
+    ) -> None:
         """After a 401 on ``generation``: make sure a newer token exists, or raise.
 
         The hook runs once per generation however many calls get here together; they all wait
@@ -409,7 +442,8 @@ class Channel:
             raise ConnectionClosedError(f"Connection {self.id!r} is closed.") from error
         if generation != self._generation:
             return  # a newer token is already installed: the caller replays with it
-        if self.state is ConnectionState.REAUTHORIZATION_REQUIRED or self._probation == generation:
+        on_probation = replayed_token and self._probation == generation
+        if self.state is ConnectionState.REAUTHORIZATION_REQUIRED or on_probation:
             # The hook's own token was refused too: no ping-pong, the customer must reconnect.
             self._mark_reauthorization_required(generation)
             raise error._copy_as(ReauthorizationRequiredError)  # noqa: SLF001 - same module family
@@ -474,6 +508,43 @@ class Channel:
         if self._generation == generation and self.state is ConnectionState.ACTIVE:
             self.set_token(token, probation=True)
 
+    async def credentials_changed(self) -> ConnectionState:
+        """Treat the current token as refused because the customer's credentials changed.
+
+        For a ``connection.reauthorization_required`` webhook: exactly what a 401
+        ``REAUTHORIZATION_REQUIRED`` on the current token does. The reconnect hook runs (once per
+        token generation, shared with any 401s arriving meanwhile); without a new token the
+        connection becomes ``REAUTHORIZATION_REQUIRED``. No HTTP request is made.
+
+        Returns:
+            The connection's state afterwards.
+
+        .. versionadded:: 0.1.0
+        """
+        if self.state is ConnectionState.ACTIVE:
+            error = ReauthorizationRequiredError(
+                "The customer's credentials changed; the connection must be reauthorized.",
+                status=401,
+                code="REAUTHORIZATION_REQUIRED",
+                type="authentication_error",
+            )
+            with contextlib.suppress(ReauthorizationRequiredError):
+                await self.reauthorize(self._generation, error, replayed_token=False)
+        return self.state
+
+    def reactivate(self) -> None:
+        """Let a connection parked as ``REAUTHORIZATION_REQUIRED`` send requests again.
+
+        For a status event saying the connection is healthy again with its current token (with a
+        new token, use ``registry.update_token``). A closed connection stays closed.
+
+        .. versionadded:: 0.1.0
+        """
+        if self.state is ConnectionState.REAUTHORIZATION_REQUIRED:
+            self._reconnect_task = None
+            self._probation = 0
+            self._set_state(ConnectionState.ACTIVE, "reactivated")
+
     # -- sessions ----------------------------------------------------------------------------
 
     def _current_session(self) -> aiohttp.ClientSession:
@@ -493,7 +564,7 @@ class Channel:
 
     def close(self) -> None:
         """Mark closed; its session is retired by the transport."""
-        self.state = ConnectionState.CLOSED
+        self._set_state(ConnectionState.CLOSED, "closed")
         self._requestor.transport.forget(self)
         self._session = None
         task, self._reconnect_task = self._reconnect_task, None
@@ -535,6 +606,7 @@ class Requestor:
         self.limit_per_connection = limit_per_connection
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.closing = False
+        self.listeners: list[StateListener] = []
         self.inflight_tasks: dict[asyncio.Task[object], int] = {}
         self.drained: asyncio.Event | None = None
         self._attempt_with_retries = backoff.on_exception(
@@ -546,6 +618,16 @@ class Requestor:
             on_giveup=self._log_giveup,
             logger=None,  # backoff's default handlers would log str(exception) and call args
         )(self._attempt)
+
+    def notify(self, change: StateChange) -> None:
+        """Tell every listener about a state change; a failing listener is logged and skipped."""
+        for listener in tuple(self.listeners):
+            try:
+                listener(change)
+            except Exception:
+                logger.warning(
+                    "A state listener failed for connection %s", change.connection_id, exc_info=True
+                )
 
     # -- public entry ------------------------------------------------------------------------
 

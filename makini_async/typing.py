@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from ._request import Clock, ReconnectEvent, ReconnectHook
+from ._request import Clock, ReconnectEvent, ReconnectHook, StateListener
 
-__all__ = ["JSON", "Clock", "ReconnectEvent", "ReconnectHook"]
+__all__ = ["JSON", "Clock", "ReconnectEvent", "ReconnectHook", "StateListener"]
 
 #: A decoded JSON value, as `APIResponse.data` holds it.
 JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"

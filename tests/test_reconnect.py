@@ -263,3 +263,60 @@ async def test_update_token_swaps_the_session(
     assert registry._transport.sessions_created == 2
     assert registry.open_sessions == 1
     app.default = Reply()
+
+
+class TestStateEvents:
+    async def test_listeners_see_every_transition(
+        self, scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
+    ) -> None:
+        """subscribe() reports token refusal, new tokens and removal, until unsubscribed."""
+        app, url = scripted
+        app.by_token["t1"] = error_reply(401, "REAUTHORIZATION_REQUIRED")
+        registry = make_registry(url)
+        changes: list[m.StateChange] = []
+        unsubscribe = registry.subscribe(changes.append)
+        registry.subscribe(lambda _change: 1 / 0)  # a broken listener is logged, not fatal
+        conn = registry.add("c", "t1")
+        with pytest.raises(m.ReauthorizationRequiredError):
+            await conn.request("GET", "/x")
+        registry.update_token("c", "t2")
+        unsubscribe()
+        await registry.remove("c")
+        assert [(c.connection_id, c.previous, c.current, c.reason) for c in changes] == [
+            (
+                "c",
+                ConnectionState.ACTIVE,
+                ConnectionState.REAUTHORIZATION_REQUIRED,
+                "token refused",
+            ),
+            ("c", ConnectionState.REAUTHORIZATION_REQUIRED, ConnectionState.ACTIVE, "new token"),
+        ]
+
+    async def test_credentials_changed_runs_the_hook_without_io(
+        self, scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
+    ) -> None:
+        """credentials_changed() acts like a 401: one hook call, a new token, no request sent."""
+        app, url = scripted
+        hook = Hook("t2", "t3")
+        conn = make_registry(url, on_reconnect=hook).add("c", "t1")
+        assert await conn.credentials_changed() is ConnectionState.ACTIVE
+        assert await conn.credentials_changed() is ConnectionState.ACTIVE
+        assert [e.generation for e in hook.events] == [1, 2]
+        assert isinstance(hook.events[0].error, m.ReauthorizationRequiredError)
+        assert app.seen == []
+        assert conn.generation == 3
+
+    async def test_credentials_changed_without_hook_parks_and_reactivate_restores(
+        self, scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
+    ) -> None:
+        """Without a hook the connection parks; reactivate() lets it send again."""
+        app, url = scripted
+        conn = make_registry(url).add("c", "t1")
+        assert await conn.credentials_changed() is ConnectionState.REAUTHORIZATION_REQUIRED
+        with pytest.raises(m.ReauthorizationRequiredError):
+            await conn.request("GET", "/x")
+        assert app.seen == []
+        conn.reactivate()
+        assert state(conn) is ConnectionState.ACTIVE
+        assert (await conn.request("GET", "/x")).status == 200
+        assert app.seen[0].token == "t1"
