@@ -504,22 +504,39 @@ def error_class_for(status: int, code: str | None) -> type[APIError]:
     return APIError
 
 
-def _short(value: object, limit: int = _SHORT_FIELD_LIMIT) -> str | None:
-    """A scalar envelope field as a bounded string; None for missing or structured values."""
+def _scalar(value: object) -> str | None:
+    """A scalar envelope field as text; None for missing or structured values."""
     if isinstance(value, str):
-        return value[:limit] or None
+        return value or None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return str(value)[:limit]
+        return str(value)
     return None
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every occurrence of each secret in ``text`` with a redaction marker."""
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, _REDACTED)
     return text
+
+
+def scrub_bytes(data: bytes, secrets: tuple[str, ...]) -> bytes:
+    """`scrub` for raw bytes (UTF-8 secrets)."""
+    for secret in secrets:
+        raw = secret.encode("utf-8", "replace")
+        if raw and raw in data:
+            data = data.replace(raw, _REDACTED.encode())
+    return data
+
+
+def _clean(value: str | None, secrets: tuple[str, ...], limit: int) -> str | None:
+    """Scrub, then bound: cutting first could leave part of a secret behind."""
+    if value is None:
+        return None
+    return scrub(value, secrets)[:limit] or None
 
 
 def _scrub_obj(value: object, secrets: tuple[str, ...], depth: int = 0) -> object:
@@ -527,13 +544,11 @@ def _scrub_obj(value: object, secrets: tuple[str, ...], depth: int = 0) -> objec
     if not secrets:
         return value
     if isinstance(value, str):
-        return _scrub(value, secrets)
+        return scrub(value, secrets)
     if depth > 32:  # noqa: PLR2004 - deeper structures are dropped, not walked
         return None
     if isinstance(value, Mapping):
-        return {
-            _scrub(str(k), secrets): _scrub_obj(v, secrets, depth + 1) for k, v in value.items()
-        }
+        return {scrub(str(k), secrets): _scrub_obj(v, secrets, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub_obj(v, secrets, depth + 1) for v in value]
     return value
@@ -569,19 +584,19 @@ class _Fields:
 def _read_envelope(envelope: Mapping[str, object], fields: _Fields) -> None:
     inner = envelope.get("error")
     if isinstance(inner, Mapping):
-        fields.code = _short(inner.get("code"))
-        fields.type = _short(inner.get("type"))
-        fields.message = _short(inner.get("message"), MESSAGE_LIMIT)
-        fields.request_id = _short(inner.get("request_id")) or fields.request_id
+        fields.code = _scalar(inner.get("code"))
+        fields.type = _scalar(inner.get("type"))
+        fields.message = _scalar(inner.get("message"))
+        fields.request_id = _scalar(inner.get("request_id")) or fields.request_id
         raw_details = inner.get("details")
         if isinstance(raw_details, Mapping):
             fields.details = {str(k): v for k, v in raw_details.items()}
     elif isinstance(inner, str):
-        fields.message = inner[:MESSAGE_LIMIT] or None
+        fields.message = inner or None
     if fields.message is None:
-        fields.message = _short(envelope.get("message"), MESSAGE_LIMIT)
+        fields.message = _scalar(envelope.get("message"))
     if fields.code is None:
-        fields.code = _short(envelope.get("code"))
+        fields.code = _scalar(envelope.get("code"))
     laravel_errors = envelope.get("errors")
     if isinstance(laravel_errors, Mapping) and "fields" not in fields.details:
         fields.details["fields"] = dict(laravel_errors)
@@ -604,28 +619,30 @@ def error_from_response(
     anything else (empty, HTML, invalid UTF-8, truncated JSON), whose text becomes a bounded
     snippet. Any of ``secrets`` found in the body is redacted before it is kept.
     """
+    if secrets:
+        body = scrub_bytes(body, secrets)
     fields = _Fields(request_id)
     envelope = _decode_json_object(body)
     if envelope is not None:
         _read_envelope(envelope, fields)
     text = _body_text(body)
-    message = fields.message
+    message = _clean(fields.message, secrets, MESSAGE_LIMIT)
     if 300 <= status <= 399:  # noqa: PLR2004 - the 3xx range
         message = f"The server answered {status} (a redirect); makini_async never follows redirects"
     elif message is None:
         message = _first_line(text) if envelope is None else None
         message = message or f"HTTP {status} with no error message"
+    code = _clean(fields.code, secrets, _SHORT_FIELD_LIMIT)
     details = fields.details
     if secrets:
-        message = _scrub(message, secrets)
-        text = _scrub(text, secrets)
+        text = scrub(text, secrets)
         details = _scrub_obj(details, secrets)  # type: ignore[assignment] # same shape back
-    return error_class_for(status, fields.code)(
+    return error_class_for(status, code)(
         message,
         status=status,
-        code=fields.code,
-        type=fields.type,
-        request_id=fields.request_id,
+        code=code,
+        type=_clean(fields.type, secrets, _SHORT_FIELD_LIMIT),
+        request_id=_clean(fields.request_id, secrets, _SHORT_FIELD_LIMIT),
         details=details,
         body=text,
         retry_after=retry_after,

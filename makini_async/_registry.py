@@ -226,6 +226,7 @@ class ConnectionRegistry:
         self.base_url = base_url.rstrip("/")
         self._close_timeout = close_timeout
         self._transport = Transport(
+            base_url=self.base_url,
             limit=limit,
             ssl=ssl,
             proxy=proxy,

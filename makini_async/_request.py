@@ -37,6 +37,8 @@ from ._errors import (
     ServerError,
     TransportError,
     error_from_response,
+    scrub,
+    scrub_bytes,
 )
 from ._retry import RetryPolicy, parse_retry_after
 from ._transport import RawResponse, Timeouts, TLSError, Transport
@@ -485,26 +487,24 @@ class Channel:
             generation,
             error.code,
         )
+        # Failures are noted inside `except` and raised after it, so that neither the hook's
+        # exception nor the token check's (either may quote a credential) is chained.
+        token: str | None = None
+        failure: str | None = None
         try:
             token = await hook(event)
         except Exception as exc:  # noqa: BLE001 - a user hook may raise anything
-            # Only the type: a hook's message could carry a credential.
-            logger.warning(
-                "The reconnect hook for connection %s raised %s", self.id, type(exc).__name__
-            )
-            self._mark_reauthorization_required(generation)
-            raise error from None
-        if token is None:
+            failure = f"raised {type(exc).__name__}"  # only the type: the message may hold secrets
+        if failure is None and token is not None:
+            try:
+                check_token(token)
+            except (TypeError, ValueError):
+                failure = "returned an invalid token"
+        if failure is not None:
+            logger.warning("The reconnect hook for connection %s %s", self.id, failure)
+        if failure is not None or token is None:
             self._mark_reauthorization_required(generation)
             raise error
-        try:
-            check_token(token)
-        except (TypeError, ValueError):
-            logger.warning(
-                "The reconnect hook for connection %s returned an invalid token", self.id
-            )
-            self._mark_reauthorization_required(generation)
-            raise error from None
         if self._generation == generation and self.state is ConnectionState.ACTIVE:
             self.set_token(token, probation=True)
 
@@ -957,24 +957,18 @@ class Requestor:
         body = raw.body
         data: JSON = None
         if body and raw.status != _HTTP_NO_CONTENT and call.method != "HEAD":
+            problem: str | None = None
             content_type = raw.content_type
             if content_type != "application/json" and not content_type.endswith("+json"):
-                raise ResponseDecodeError(
-                    f"Expected a JSON body, got {content_type!r} ({call.method} {call.path})",
-                    status=raw.status,
-                    request_id=request_id,
-                    body=_snippet(body),
-                )
-            try:
-                data = _json.loads(body)  # type: ignore[assignment] # decoded JSON is JSON
-            except (ValueError, RecursionError) as exc:
-                raise ResponseDecodeError(
-                    f"The response body is not valid JSON ({type(exc).__name__}) "
-                    f"({call.method} {call.path})",
-                    status=raw.status,
-                    request_id=request_id,
-                    body=_snippet(body),
-                ) from None
+                problem = f"Expected a JSON body, got {content_type!r}"
+            else:
+                try:
+                    data = _json.loads(body)  # type: ignore[assignment] # decoded JSON is JSON
+                except (ValueError, RecursionError) as exc:
+                    # Not chained: a JSONDecodeError keeps the whole body in .doc.
+                    problem = f"The response body is not valid JSON ({type(exc).__name__})"
+            if problem is not None:
+                raise self._decode_error(call, raw, problem)
         if headers.get("X-RateLimit-Remaining") == "0":
             self._pause_until_reset(call, headers)
         if logger.isEnabledFor(logging.DEBUG):
@@ -987,6 +981,17 @@ class Requestor:
                 call.attempts,
             )
         return APIResponse(raw.status, headers, request_id, data)
+
+    @staticmethod
+    def _decode_error(call: _Call, raw: RawResponse, problem: str) -> ResponseDecodeError:
+        secrets = (call.channel._token.value,)  # noqa: SLF001 - scrub our own token from echoes
+        request_id = raw.headers.get("X-Request-Id")
+        return ResponseDecodeError(
+            f"{problem} ({call.method} {call.path})",
+            status=raw.status,
+            request_id=scrub(request_id, secrets)[:200] if request_id else None,
+            body=scrub(_snippet(scrub_bytes(raw.body, secrets)), secrets),
+        )
 
     def _pause_until_reset(self, call: _Call, headers: Mapping[str, str]) -> None:
         """The budget is spent: hold the connection until the announced reset."""

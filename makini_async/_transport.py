@@ -12,11 +12,12 @@ import logging
 import ssl as ssl_module
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 import aiohttp
 import attrs
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from ._errors import (
     ConnectError,
@@ -25,9 +26,6 @@ from ._errors import (
     ResponseTooLargeError,
     TransportError,
 )
-
-if TYPE_CHECKING:
-    from yarl import URL
 
 __all__ = ["EventLoopMismatchError", "RawResponse", "TLSError", "Timeouts", "Transport"]
 
@@ -106,7 +104,7 @@ class SessionOwner(Protocol):
     def _take_session(self) -> aiohttp.ClientSession | None: ...
 
 
-def _translate(  # noqa: PLR0911 - one branch per exception family
+def _translate(  # noqa: C901, PLR0911 - one branch per exception family
     exc: BaseException, method: str, path: str
 ) -> TransportError:
     """Map an aiohttp/socket exception to ours; the text never carries request headers."""
@@ -146,12 +144,32 @@ def _translate(  # noqa: PLR0911 - one branch per exception family
         )
     if isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
         return TransportError("The connection was reset", method=method, path=path)
+    if isinstance(exc, ValueError):
+        return TransportError(
+            f"aiohttp refused the request ({name})",
+            method=method,
+            path=path,
+            may_have_reached_server=False,
+        )
     return TransportError(f"HTTP transport failed ({name})", method=method, path=path)
+
+
+def _env_proxy(base_url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The environment's proxy for ``base_url`` (``HTTPS_PROXY``, ``NO_PROXY``...), if any.
+
+    Resolved once, here, instead of letting aiohttp read the environment per request: with
+    ``trust_env`` aiohttp would also take Basic credentials for the origin from ``.netrc``, which
+    must never ride along with a bearer token.
+    """
+    try:
+        return aiohttp.helpers.get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return None, None
 
 
 def _safe_cause(exc: BaseException) -> BaseException | None:
     """The exception to chain as ``__cause__``: never one that carries request headers."""
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if isinstance(exc, aiohttp.ClientResponseError | ValueError):
         return None
     return exc
 
@@ -166,6 +184,7 @@ class Transport:
     def __init__(
         self,
         *,
+        base_url: str,
         limit: int,
         ssl: ssl_module.SSLContext | bool,
         proxy: str | URL | None,
@@ -179,7 +198,9 @@ class Transport:
         self._limit = limit
         self._ssl = ssl
         self._proxy = proxy
-        self._trust_env = trust_env
+        self._proxy_auth: aiohttp.BasicAuth | None = None
+        if proxy is None and trust_env:
+            self._proxy, self._proxy_auth = _env_proxy(base_url)
         self._trace_configs = list(trace_configs)
         self._user_agent = user_agent
         self.timeouts = timeouts
@@ -251,11 +272,16 @@ class Transport:
                 "User-Agent": self._user_agent,
             },
             timeout=self.default_timeout,
-            trust_env=self._trust_env,
+            trust_env=False,  # see _env_proxy: never .netrc credentials for the origin
             proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
             trace_configs=self._trace_configs or None,
             raise_for_status=False,
         )
+        # aiohttp re-sends once, on its own, a request whose pooled connection broke, for every
+        # method it deems idempotent, PUT included. Retries are ours alone: the policy decides.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False  # noqa: SLF001 - as aiohttp's own test_utils does
         self.sessions_created += 1
         previous = self._open.pop(owner, None)
         if previous is not None:
@@ -337,6 +363,9 @@ class Transport:
             TransportError: With the right subclass; aiohttp's exception is never exposed.
             ResponseTooLargeError: The body passed ``max_response_size``.
         """
+        # Errors are translated inside `except` but raised after it: raising inside would keep
+        # aiohttp's exception as __context__, and some of them hold the request headers.
+        failure: BaseException
         try:
             response = await session.request(
                 method,
@@ -347,17 +376,22 @@ class Transport:
                 timeout=timeout,
                 allow_redirects=False,
             )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _translate(exc, method, path) from _safe_cause(exc)
-        try:
-            payload = await self._read(response, path)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            response.close()
-            raise _translate(exc, method, path) from _safe_cause(exc)
-        except BaseException:
-            response.close()
-            raise
-        return RawResponse(response.status, response.headers, payload, response.content_type)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            failure = exc
+        else:
+            try:
+                payload = await self._read(response, path)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                response.close()
+                failure = exc
+            except BaseException:
+                response.close()
+                raise
+            else:
+                return RawResponse(
+                    response.status, response.headers, payload, response.content_type
+                )
+        raise _translate(failure, method, path) from _safe_cause(failure)
 
     async def _read(self, response: aiohttp.ClientResponse, path: str) -> bytes:
         cap = self.max_response_size

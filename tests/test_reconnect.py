@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 from aiohttp import web
-from conftest import MakeRegistry, Reply, ScriptedApp, StartApp, error_reply
 
 import makini_async as m
 from makini_async import ConnectionState, ReconnectEvent
+from tests.support import MakeRegistry, Reply, ScriptedApp, StartApp, error_reply
 
 
 def state(conn: m.Connection) -> ConnectionState:

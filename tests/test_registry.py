@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import MakeRegistry, ScriptedApp, error_reply
 
 import makini_async as m
 from makini_async import ConnectionRegistry, ConnectionState
+from tests.support import MakeRegistry, ScriptedApp, error_reply
 
 
 def state(conn: m.Connection) -> ConnectionState:

@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from conftest import MakeRegistry, Reply, ScriptedApp, StartRaw, error_reply, read_request
 
 import makini_async as m
 from makini_async import ConnectionRegistry, RetryPolicy, Timeouts
 from makini_async._json import stdlib_dumps, stdlib_loads
+from tests.support import MakeRegistry, Reply, ScriptedApp, StartRaw, error_reply, read_request
 
 
 class TestArguments:

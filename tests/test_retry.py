@@ -6,12 +6,12 @@ import asyncio
 import email.utils
 
 import pytest
-from conftest import MakeRegistry, Reply, ScriptedApp, error_reply
 
 import makini_async as m
 from makini_async import RetryPolicy
 from makini_async._retry import parse_retry_after
 from makini_async.testing import VirtualClock
+from tests.support import MakeRegistry, Reply, ScriptedApp, error_reply
 
 NOW = 1_800_000_000.0
 
