@@ -1,0 +1,1 @@
+"""Tests of makini_async.sandbox, over real HTTP."""
