@@ -7,10 +7,12 @@ typed objects (webhook events today, resource models later) register their own h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final, TypeVar, get_origin
 
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, is_sequence, list_structure_factory
 
 __all__ = ["StructureError", "converter", "make_converter", "parse_datetime", "structure"]
 
@@ -70,6 +72,22 @@ def _structure_int(value: object, _: type) -> int:
     raise ValueError("expected an integer")
 
 
+def _sequence_factory(cls: type, built: cattrs.BaseConverter) -> Callable[[object, type], object]:
+    # cattrs would iterate a string into its characters ("ab" → ("a", "b")) or a dict into keys.
+    inner = (
+        homogenous_tuple_structure_factory(cls, built)
+        if get_origin(cls) is tuple
+        else list_structure_factory(cls, built)
+    )
+
+    def structure_sequence(value: object, target: type) -> object:
+        if not isinstance(value, list | tuple):
+            raise TypeError("expected a list")
+        return inner(value, target)
+
+    return structure_sequence
+
+
 def _keep_json(value: object, _: type) -> object:
     return value
 
@@ -83,6 +101,11 @@ def _unstructure_datetime(value: datetime) -> str:
 def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     """Build a converter with the shared hooks.
 
+    Scalars are strict where cattrs is lenient: a ``str`` field takes a string or an integer
+    (numeric ids), an ``int`` field an integer (not a bool, float or numeric string), a
+    homogeneous list or tuple a JSON array (never a string split into characters), and a
+    datetime an ISO-8601 string. A field typed ``object`` keeps the decoded JSON as it is.
+
     The shipped `converter` ignores unknown keys because servers add fields; tests build one
     with ``forbid_extra_keys=True`` so that drift fails loudly.
     """
@@ -91,6 +114,7 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     built.register_unstructure_hook(datetime, _unstructure_datetime)
     built.register_structure_hook(str, _structure_str)
     built.register_structure_hook(int, _structure_int)
+    built.register_structure_hook_factory(is_sequence, _sequence_factory)
     # A field typed `object` holds decoded JSON as it came (e.g. an event's free-form data).
     built.register_structure_hook_func(lambda t: t is object, _keep_json)
     return built
