@@ -34,6 +34,7 @@ from ._registry import Connection, ConnectionRegistry
 from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent, StateChange
 from ._retry import RetryPolicy
 from ._transport import EventLoopMismatchError, Timeouts, TLSError
+from .webhooks._verify import WebhookPayloadError, WebhookVerificationError
 
 __all__ = [
     "APIError",
@@ -73,6 +74,8 @@ __all__ = [
     "UnexpectedRedirectError",
     "UpstreamError",
     "ValidationError",
+    "WebhookPayloadError",
+    "WebhookVerificationError",
 ]
 
 

@@ -25,6 +25,8 @@
     │   └── UnexpectedRedirectError        3xx: redirects are never followed
     ├── ResponseDecodeError                a 2xx whose body is not the JSON it should be
     │   └── ResponseTooLargeError
+    ├── WebhookVerificationError           a webhook delivery cannot be trusted (webhooks)
+    │   └── WebhookPayloadError            signed, but not a webhook event
     ├── ConnectionNotFoundError            also a KeyError
     └── ConnectionClosedError              the connection was removed or closed
         └── RegistryClosedError

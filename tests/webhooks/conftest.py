@@ -1,0 +1,56 @@
+"""Fixtures for the webhook tests: a client session and receivers served on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from makini_async.sandbox import Sandbox
+from makini_async.webhooks import WebhookReceiver
+from tests.webhooks.support import SECRET, Serve, Served
+
+
+@pytest.fixture(name="session")
+async def _session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for posting deliveries."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(name="serve")
+async def _serve(session: aiohttp.ClientSession) -> AsyncIterator[Serve]:
+    """Serve receivers at ``POST /hook`` on 127.0.0.1; stopped (and drained) at teardown."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(
+        receiver: WebhookReceiver | None = None,
+        *,
+        middlewares: tuple[Middleware, ...] = (),
+        **kwargs: object,
+    ) -> Served:
+        if receiver is None:
+            receiver = WebhookReceiver(SECRET, **kwargs)  # type: ignore[arg-type]
+        app = web.Application(middlewares=middlewares)
+        receiver.setup(app, "/hook")
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return Served(receiver, f"http://127.0.0.1:{port}/hook", session)
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture(name="sandbox")
+async def _sandbox() -> AsyncIterator[Sandbox]:
+    """A running sandbox with two connections whose webhook retries wait 30 ms, not 30 s."""
+    async with Sandbox(connections=2, seed=5, time_scale=0.001) as sandbox:
+        yield sandbox
