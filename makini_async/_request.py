@@ -16,12 +16,11 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
-import backoff
 
 from . import _json
 from ._errors import (
@@ -87,6 +86,8 @@ _BAD_HEADER_VALUE: Final = re.compile(r"[\x00\r\n]")
 # The longest a herd of waiters is spread over when a rate-limit gate reopens.
 _GATE_SPREAD_MAX: Final = 1.0
 _HTTP_OK_MAX: Final = 299
+# Paths already validated (most programs call a few paths many times).
+_CHECKED_PATHS_MAX: Final = 4096
 _HTTP_NO_CONTENT: Final = 204
 
 
@@ -609,15 +610,7 @@ class Requestor:
         self.listeners: list[StateListener] = []
         self.inflight_tasks: dict[asyncio.Task[object], int] = {}
         self.drained: asyncio.Event | None = None
-        self._attempt_with_retries = backoff.on_exception(
-            cast("Callable[[], Generator[float, None, None]]", self._wait_schedule),
-            _Retry,
-            max_tries=retry.attempts,
-            jitter=None,  # the schedule jitters itself, so Retry-After floors stay exact
-            on_backoff=self._log_backoff,
-            on_giveup=self._log_giveup,
-            logger=None,  # backoff's default handlers would log str(exception) and call args
-        )(self._attempt)
+        self._checked_paths: dict[str, None] = {}
 
     def notify(self, change: StateChange) -> None:
         """Tell every listener about a state change; a failing listener is logged and skipped."""
@@ -723,11 +716,15 @@ class Requestor:
             raise ValueError(f"method must be one of {', '.join(sorted(_METHODS))}, got {method!r}")
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, not {type(path).__name__}")
-        if not path.startswith("/") or path.startswith("//") or _BAD_PATH.search(path):
-            raise ValueError(
-                f"path must start with a single '/' and contain no spaces, control characters, "
-                f"backslashes or '#', got {path!r}"
-            )
+        if path not in self._checked_paths:
+            if not path.startswith("/") or path.startswith("//") or _BAD_PATH.search(path):
+                raise ValueError(
+                    f"path must start with a single '/' and contain no spaces, control "
+                    f"characters, backslashes or '#', got {path!r}"
+                )
+            if len(self._checked_paths) >= _CHECKED_PATHS_MAX:
+                self._checked_paths.clear()
+            self._checked_paths[path] = None
         extra: dict[str, str] | None = None
         if headers:
             extra = _check_headers(headers)
@@ -780,34 +777,54 @@ class Requestor:
     # -- the call: retries and one replay after a reconnect ------------------------------------
 
     async def _call(self, call: _Call) -> APIResponse:
+        # The first attempt runs bare: a successful call pays for no retry machinery.
+        try:
+            return await self._attempt(call)
+        except (_Retry, AuthenticationError) as exc:
+            failure: _Retry | AuthenticationError = exc
+        return await self._recover(call, failure)
+
+    async def _recover(self, call: _Call, failure: _Retry | AuthenticationError) -> APIResponse:
+        """Go on after a failed first attempt: retries, then at most one replay after a 401."""
         channel = call.channel
         replayed = False
+        error: MakiniError
         while True:
-            failure: MakiniError
+            if isinstance(failure, _Retry):
+                try:
+                    return await self._retry(call, failure)
+                except _Retry as final:
+                    error = final.error  # the attempts are spent
+                    break
+                except AuthenticationError as exc:
+                    failure = exc
+                    continue
+            if replayed:
+                # The replacement token was refused too: no ping-pong, the customer must act.
+                channel._mark_reauthorization_required(call.generation)  # noqa: SLF001
+                error = failure._copy_as(ReauthorizationRequiredError)  # noqa: SLF001
+                break
+            await channel.reauthorize(call.generation, failure)
+            replayed = True
             try:
-                response = await self._attempt_with_retries(call)
-            except _Retry as retry:
-                failure = retry.error
-            except AuthenticationError as error:
-                if replayed:
-                    channel._mark_reauthorization_required(call.generation)  # noqa: SLF001
-                    raise error._copy_as(ReauthorizationRequiredError) from error  # noqa: SLF001
-                await channel.reauthorize(call.generation, error)
-                replayed = True
-                continue
-            else:
-                if channel._probation == call.generation:  # noqa: SLF001
-                    channel._probation = 0  # noqa: SLF001 - the hook's token works
-                return response
-            raise failure
+                return await self._attempt(call)
+            except (_Retry, AuthenticationError) as exc:
+                failure = exc
+        # Raised outside every `except`, so no other exception is chained as its context.
+        raise error
 
-    def _wait_schedule(self) -> Generator[float, _Retry, None]:
-        """Backoff waits for one call; ends (so backoff gives up) when the deadline is near."""
-        waits = self.policy.waits()
-        retry = yield  # type: ignore[misc] # backoff primes the generator with send(None)
-        while True:
+    async def _retry(self, call: _Call, retry: _Retry) -> APIResponse:
+        """Further attempts after ``retry``, spaced by the policy's jittered backoff.
+
+        Raises:
+            _Retry: The last failure, once the attempts are spent or the next wait would pass
+                the call's deadline.
+        """
+        policy = self.policy
+        waits = policy.waits()
+        tries = 1
+        while tries < policy.attempts:
             delay = next(waits)
-            call = retry.call
             if call.deadline_at is not None:
                 now = self.clock.monotonic()
                 hold = max(delay, call.channel.gate_remaining(now))
@@ -817,33 +834,30 @@ class Requestor:
                         call.method,
                         call.path,
                     )
-                    return
-            retry = yield delay
-
-    @staticmethod
-    def _log_backoff(details: Mapping[str, object]) -> None:
-        retry = details.get("exception")
-        if isinstance(retry, _Retry):
+                    raise retry
             logger.info(
-                "Retrying %s %s after %s (attempt %s, waiting %.3fs)",
-                retry.call.method,
-                retry.call.path,
+                "Retrying %s %s after %s (attempt %d of %d, waiting %.3fs)",
+                call.method,
+                call.path,
                 type(retry.error).__name__,
-                details.get("tries"),
-                details.get("wait", 0.0),
+                tries + 1,
+                policy.attempts,
+                delay,
             )
-
-    @staticmethod
-    def _log_giveup(details: Mapping[str, object]) -> None:
-        retry = details.get("exception")
-        if isinstance(retry, _Retry):
-            logger.info(
-                "Giving up %s %s after %s attempt(s): %s",
-                retry.call.method,
-                retry.call.path,
-                details.get("tries"),
-                type(retry.error).__name__,
-            )
+            await asyncio.sleep(delay)
+            tries += 1
+            try:
+                return await self._attempt(call)
+            except _Retry as again:
+                retry = again
+        logger.info(
+            "Giving up %s %s after %d attempt(s): %s",
+            call.method,
+            call.path,
+            tries,
+            type(retry.error).__name__,
+        )
+        raise retry
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -969,6 +983,9 @@ class Requestor:
                     problem = f"The response body is not valid JSON ({type(exc).__name__})"
             if problem is not None:
                 raise self._decode_error(call, raw, problem)
+        channel = call.channel
+        if channel._probation and channel._probation == call.generation:  # noqa: SLF001
+            channel._probation = 0  # noqa: SLF001 - the reconnect hook's token works
         if headers.get("X-RateLimit-Remaining") == "0":
             self._pause_until_reset(call, headers)
         if logger.isEnabledFor(logging.DEBUG):

@@ -87,14 +87,18 @@ class Timeouts:
         )
 
 
-@attrs.frozen(slots=True)
 class RawResponse:
-    """A complete HTTP response, body read."""
+    """A complete HTTP response, body read (a plain slotted class: built once per request)."""
 
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    content_type: str
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: CIMultiDictProxy[str], body: bytes, content_type: str
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.content_type = content_type
 
 
 class SessionOwner(Protocol):
@@ -380,7 +384,15 @@ class Transport:
             failure = exc
         else:
             try:
-                payload = await self._read(response, path)
+                length = response.content_length
+                if (
+                    length is not None
+                    and length <= self.max_response_size
+                    and "Content-Encoding" not in response.headers
+                ):
+                    payload = await response.read()  # the common case, without another frame
+                else:
+                    payload = await self._read(response, path)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 response.close()
                 failure = exc
