@@ -22,28 +22,7 @@ from aiohttp import web
 
 import makini_async as m
 from makini_async.testing import VirtualClock
-
-# The fixtures come from tests/conftest.py; their types and the request parser are restated here
-# so that this module never imports ``conftest`` by name (another conftest.py may shadow it).
-RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-StartRaw = Callable[[RawHandler], Awaitable[str]]
-StartApp = Callable[[web.Application], Awaitable[str]]
-MakeRegistry = Callable[..., m.ConnectionRegistry]
-
-
-async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
-    """Read one HTTP/1.1 request: request line, lower-cased headers, Content-Length body."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
-    body = await reader.readexactly(length) if length else b""
-    return lines[0], headers, body
-
+from tests.support import MakeRegistry, RawHandler, StartApp, StartRaw, read_request
 
 E = TypeVar("E", bound=BaseException)
 T = TypeVar("T")
