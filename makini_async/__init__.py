@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._admin import AdminClient, IssuedToken
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -30,15 +31,19 @@ from ._errors import (
     UpstreamError,
     ValidationError,
 )
+from ._pagination import Listing, Page, PageMeta, PaginationError
 from ._registry import Connection, ConnectionRegistry
 from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent, StateChange
 from ._retry import RetryPolicy
+from ._tokens import LinkClient, MemoryTokenStore, TokenPair, TokenRefresher, TokenStore
 from ._transport import EventLoopMismatchError, Timeouts, TLSError
+from .resources import Filter, FilterOp
 from .webhooks._verify import WebhookPayloadError, WebhookVerificationError
 
 __all__ = [
     "APIError",
     "APIResponse",
+    "AdminClient",
     "AuthenticationError",
     "ConflictError",
     "ConnectError",
@@ -49,11 +54,20 @@ __all__ = [
     "ConnectionRegistry",
     "ConnectionState",
     "EventLoopMismatchError",
+    "Filter",
+    "FilterOp",
     "IdempotencyConflictError",
     "InvalidRequestError",
+    "IssuedToken",
+    "LinkClient",
+    "Listing",
     "MakiniError",
+    "MemoryTokenStore",
     "NotFoundError",
     "OperationNotSupportedError",
+    "Page",
+    "PageMeta",
+    "PaginationError",
     "PermissionDeniedError",
     "RateLimit",
     "RateLimitError",
@@ -70,6 +84,9 @@ __all__ = [
     "TLSError",
     "Timeouts",
     "TokenExpiredError",
+    "TokenPair",
+    "TokenRefresher",
+    "TokenStore",
     "TransportError",
     "UnexpectedRedirectError",
     "UpstreamError",

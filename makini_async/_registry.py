@@ -32,6 +32,23 @@ from ._transport import DEFAULT_MAX_RESPONSE_SIZE, Timeouts, Transport
 if TYPE_CHECKING:
     from yarl import URL
 
+# -- typed resources (issue 4): imports, additions only ------------------------------------------
+import weakref
+from typing import Literal, cast
+
+if TYPE_CHECKING:
+    from ._admin import AdminClient
+    from ._pagination import Listing
+    from .models import Integration, SyncState
+    from .resources import EAM, ERP, WMS, Namespace
+    from .resources._system import RawRow
+    from .typing import JSON
+
+_NAMESPACES: weakref.WeakKeyDictionary[Connection, dict[str, Namespace]] = (
+    weakref.WeakKeyDictionary()
+)
+# -- end of the issue 4 imports ------------------------------------------------------------------
+
 __all__ = ["Connection", "ConnectionRegistry"]
 
 logger: Final = logging.getLogger("makini_async")
@@ -142,6 +159,177 @@ class Connection(Channel):
 
     def __repr__(self) -> str:
         return f"<Connection {self.id!r} {self.state.value} generation={self._generation}>"
+
+    # -- typed resources and sync state (issue 4) -------------------------------------------
+    # Additions only. Namespaces are cached per connection in _NAMESPACES, since `Connection`
+    # has no slots of its own.
+
+    def _namespace(self, name: str) -> Namespace:
+        cached = _NAMESPACES.get(self)
+        if cached is None:
+            cached = _NAMESPACES[self] = {}
+        found = cached.get(name)
+        if found is None:
+            from .resources import _generated  # noqa: PLC0415 - resources import the models
+
+            found = cached[name] = getattr(_generated, name.upper())(self)
+        return found
+
+    @property
+    def eam(self) -> EAM:
+        """The EAM/CMMS resources: ``conn.eam.work_orders.list()``.
+
+        .. versionadded:: 0.1.0
+        """
+        return cast("EAM", self._namespace("eam"))
+
+    @property
+    def erp(self) -> ERP:
+        """The ERP resources: ``conn.erp.sales_orders.list()``.
+
+        .. versionadded:: 0.1.0
+        """
+        return cast("ERP", self._namespace("erp"))
+
+    @property
+    def wms(self) -> WMS:
+        """The WMS resources: ``conn.wms.shipment_orders.list()``.
+
+        .. versionadded:: 0.1.0
+        """
+        return cast("WMS", self._namespace("wms"))
+
+    async def integration(self) -> Integration:
+        """The connection as Makini sees it, with its sync state (``/api/integrations/current``).
+
+        Returns:
+            The `Integration`; ``sync_status == "fail"`` means the customer must reconnect.
+
+        Raises:
+            APIError: The server answered with an error.
+            ResponseDecodeError: The answer does not fit the model.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        return await _system.integration(self)
+
+    async def sync_status(self) -> SyncState:
+        """The connection's sync status (``/api/integrations/sync/status``).
+
+        Returns:
+            The `SyncState`.
+
+        Raises:
+            APIError: The server answered with an error.
+            ResponseDecodeError: The answer does not fit the model.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        return await _system.sync_status(self)
+
+    async def request_sync(
+        self, sync_type: str = "incremental", *, scopes: Sequence[str] | None = None
+    ) -> JSON:
+        """Ask Makini to sync the connection now (``POST /api/integrations/sync``).
+
+        Args:
+            sync_type: The kind of sync, e.g. ``"incremental"`` or ``"full"``.
+            scopes: Entities to sync (e.g. ``["work-orders"]``); None for all.
+
+        Returns:
+            The decoded answer (``data`` unwrapped).
+
+        Raises:
+            ValidationError: 422, e.g. an unknown scope.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        return await _system.request_sync(self, sync_type, scopes)
+
+    async def disconnect(self) -> None:
+        """Disconnect this connection at Makini; its token stops working at once.
+
+        Raises:
+            APIError: The server answered with an error.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        await _system.disconnect(self)
+
+    async def raw_tables(self) -> JSON:
+        """The source system's raw tables (``/api/raw/tables``).
+
+        Returns:
+            The decoded answer (``data`` unwrapped).
+
+        Raises:
+            APIError: The server answered with an error.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        return await _system.raw_tables(self)
+
+    def raw_rows(
+        self, table: str, *, per_page: int | None = None, prefetch: int = 0
+    ) -> Listing[RawRow]:
+        """The rows of one raw table, page after page (``/api/raw/tables/{table}/data``).
+
+        Args:
+            table: The table's name.
+            per_page: Rows per page.
+            prefetch: Pages fetched concurrently.
+
+        Returns:
+            A `Listing` of `RawRow` (the columns are in ``extra``).
+
+        Raises:
+            ValueError: An empty table name.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        return _system.raw_rows(self, table, per_page=per_page, prefetch=prefetch)
+
+    async def passthrough(
+        self,
+        path: str,
+        method: Literal["get", "post", "put", "delete"] = "get",
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: JSON = None,
+    ) -> JSON:
+        """Call the source system's own API through Makini (``POST /api/passthrough``).
+
+        Args:
+            path: The path on the source system.
+            method: ``get``, ``post``, ``put`` or ``delete``.
+            headers: Headers for the source system.
+            body: A JSON body for the source system.
+
+        Returns:
+            The decoded answer (``data`` unwrapped).
+
+        Raises:
+            ValidationError: 422, e.g. a bad method.
+
+        .. versionadded:: 0.1.0
+        """
+        from .resources import _system  # noqa: PLC0415 - resources import the models
+
+        return await _system.passthrough(self, path, method, headers, body)
+
+    # -- end of the issue 4 block ---------------------------------------------------------------
 
 
 class ConnectionRegistry:
@@ -384,6 +572,10 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._connections)
 
+    def __bool__(self) -> bool:
+        # An empty registry is still a registry: `registry or make_one()` must not replace it.
+        return True
+
     def __iter__(self) -> Iterator[Connection]:
         return iter(list(self._connections.values()))
 
@@ -446,6 +638,48 @@ class ConnectionRegistry:
                 listeners.remove(listener)
 
         return unsubscribe
+
+    # -- typed resources (issue 4): additions only ---------------------------------------------
+
+    async def add_from_admin(
+        self, admin: AdminClient, *, statuses: Iterable[str] = ("active",)
+    ) -> list[Connection]:
+        """Register every connection of the account that the Admin API lists.
+
+        Each connection not yet registered gets a fresh token from the Admin API (its previous
+        tokens die) and the metadata ``name``, ``email``, ``provider`` and ``user_metadata``.
+        Those tokens may be short-lived: build the registry with
+        ``on_reconnect=admin.reconnect_hook`` to renew them on a 401.
+
+        Args:
+            admin: An `AdminClient` for the account.
+            statuses: Only connections in these statuses are added.
+
+        Returns:
+            The connections added (already registered ones are left alone).
+
+        Raises:
+            RegistryClosedError: The registry is closed.
+            APIError: The Admin API answered with an error.
+
+        .. versionadded:: 0.1.0
+        """
+        wanted = set(statuses)
+        added: list[Connection] = []
+        for info in await admin.connections():
+            if not info.key or info.key in self._connections or info.status not in wanted:
+                continue
+            issued = await admin.issue_token(info.key)
+            metadata = {
+                "name": info.name,
+                "email": info.email,
+                "provider": info.integration_name,
+                "user_metadata": info.user_metadata,
+            }
+            added.append(self.add(info.key, issued.token, metadata=metadata))
+        return added
+
+    # -- end of the issue 4 block ---------------------------------------------------------------
 
     @property
     def open_sessions(self) -> int:

@@ -1,0 +1,283 @@
+"""`AdminClient`: the Admin API (``/api/system/*``) with an admin token it obtains and renews.
+
+The admin token comes from the ``client_credentials`` grant of ``POST /link/token``; when the
+Admin API refuses it (401), a new one is fetched once and the call replayed, through the same
+reconnect machinery the data connections use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Final, Self
+from urllib.parse import quote
+
+import attrs
+
+from ._errors import ResponseDecodeError
+from ._registry import DEFAULT_BASE_URL, ConnectionRegistry
+from ._tokens import LinkClient, TokenPair, parse_token_pair
+from .models import ClientInfo, ConnectionInfo, MetadataItem, Platform
+from .models._wire import RecordDecodeError, decode_list
+from .resources._base import Service, decode_one
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._request import ReconnectEvent
+    from .typing import JSON
+
+__all__ = ["AdminClient", "IssuedToken"]
+
+_ADMIN: Final = "makini-admin"
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class IssuedToken:
+    """A connection token issued by the Admin API.
+
+    Attributes:
+        token: The bearer token.
+        expires_at: When it expires.
+
+    .. versionadded:: 0.1.0
+    """
+
+    token: str = attrs.field(repr=False)
+    expires_at: datetime | None = None
+
+
+class AdminClient:
+    """The Admin API: client info, platforms, connections, metadata and connection tokens.
+
+    Use it as an async context manager (or call `aclose`)::
+
+        async with AdminClient(client_id, client_secret, base_url=url) as admin:
+            async for connection in admin.connections():
+                print(connection.key, connection.status)
+
+    Args:
+        client_id: The application's OAuth client id.
+        client_secret: The application's OAuth client secret.
+        base_url: Makini's API origin (the sandbox's ``url`` in tests).
+        admin_token: An admin token you already hold (fetched on first use otherwise).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        admin_token: str | None = None,
+    ) -> None:
+        self._registry = ConnectionRegistry(base_url, on_reconnect=self._renew)
+        self._link = LinkClient(client_id, client_secret, registry=self._registry)
+        self._token = admin_token
+        #: How many admin tokens were fetched (for monitoring and tests).
+        self.tokens_fetched = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's sessions. Idempotent.
+
+        .. versionadded:: 0.1.0
+        """
+        await self._registry.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AdminClient {self._registry.base_url}>"
+
+    async def _renew(self, event: ReconnectEvent) -> str | None:
+        if event.connection_id != _ADMIN:
+            return None
+        pair = await self._link.client_credentials()
+        self.tokens_fetched += 1
+        self._token = pair.access_token
+        return pair.access_token
+
+    async def _service(self) -> Service:
+        registry = self._registry
+        if _ADMIN not in registry:
+            if self._token is None:
+                pair = await self._link.client_credentials()
+                self.tokens_fetched += 1
+                self._token = pair.access_token
+            registry.add(_ADMIN, self._token)
+        return Service(registry.get(_ADMIN))
+
+    async def _request(self, method: str, path: str, body: JSON = None) -> JSON:
+        service = await self._service()
+        response = await service._conn.request(method, path, json=body)  # noqa: SLF001
+        return response.data
+
+    async def client(self) -> ClientInfo:
+        """The application behind the credentials (``GET /api/system/client``).
+
+        Returns:
+            The `ClientInfo`.
+
+        Raises:
+            AuthenticationError: The credentials are refused.
+
+        .. versionadded:: 0.1.0
+        """
+        service = await self._service()
+        path = "/api/system/client"
+        response = await service._conn.request("GET", path)  # noqa: SLF001
+        return decode_one(response, ClientInfo, f"GET {path}")
+
+    async def platforms(self) -> list[Platform]:
+        """Every platform Makini supports (``GET /api/system/platforms``, every page).
+
+        Returns:
+            The platforms.
+
+        .. versionadded:: 0.1.0
+        """
+        service = await self._service()
+        listing = service._listing("/api/system/platforms", Platform, [])  # noqa: SLF001
+        return await listing.to_list()
+
+    async def connections(self) -> list[ConnectionInfo]:
+        """Every connection of the account (``GET /api/system/connections``, every page).
+
+        Returns:
+            The connections.
+
+        .. versionadded:: 0.1.0
+        """
+        service = await self._service()
+        listing = service._listing("/api/system/connections", ConnectionInfo, [])  # noqa: SLF001
+        return await listing.to_list()
+
+    async def create_connection(
+        self,
+        *,
+        name: str,
+        email: str,
+        provider: str,
+        credentials: Mapping[str, JSON] | None = None,
+    ) -> TokenPair:
+        """Create a connection from the customer's system credentials (no Link UI).
+
+        Args:
+            name: The connection's name.
+            email: A contact e-mail.
+            provider: The platform slug (see `platforms`).
+            credentials: The platform's credentials.
+
+        Returns:
+            The new connection's `TokenPair`.
+
+        Raises:
+            ValidationError: 422, e.g. an unknown provider.
+
+        .. versionadded:: 0.1.0
+        """
+        body: dict[str, JSON] = {"name": name, "email": email, "provider": provider}
+        if credentials is not None:
+            body["credentials"] = dict(credentials)
+        return parse_token_pair(await self._request("POST", "/api/system/connections", body))
+
+    async def delete_connection(self, connection_id: str) -> None:
+        """Delete a connection; its tokens die at once.
+
+        Raises:
+            NotFoundError: No such connection.
+
+        .. versionadded:: 0.1.0
+        """
+        await self._request("DELETE", f"/api/system/connections/{_quote(connection_id)}")
+
+    async def metadata(self, connection_id: str) -> list[MetadataItem]:
+        """A connection's custom metadata (every page).
+
+        Returns:
+            The key/value items.
+
+        Raises:
+            NotFoundError: No such connection.
+
+        .. versionadded:: 0.1.0
+        """
+        service = await self._service()
+        path = f"/api/system/connections/{_quote(connection_id)}/metadata"
+        return await service._listing(path, MetadataItem, []).to_list()  # noqa: SLF001
+
+    async def set_metadata(
+        self, connection_id: str, values: Mapping[str, JSON]
+    ) -> list[MetadataItem]:
+        """Set (merge) custom metadata on a connection.
+
+        Args:
+            connection_id: The connection.
+            values: Keys and values to set.
+
+        Returns:
+            The connection's metadata afterwards.
+
+        Raises:
+            NotFoundError: No such connection.
+            ResponseDecodeError: The answer is not a list of items.
+
+        .. versionadded:: 0.1.0
+        """
+        path = f"/api/system/connections/{_quote(connection_id)}/metadata"
+        items: list[JSON] = [{"key": k, "value": v} for k, v in values.items()]
+        data = await self._request("POST", path, items)
+        body = data.get("data") if isinstance(data, dict) else data
+        try:
+            return decode_list(body, MetadataItem, ".data")
+        except RecordDecodeError as exc:
+            raise ResponseDecodeError(f"Unexpected value: {exc} (POST {path})") from None
+
+    async def issue_token(self, connection_id: str) -> IssuedToken:
+        """Issue a fresh access token for a connection (its previous tokens die).
+
+        Returns:
+            The `IssuedToken`.
+
+        Raises:
+            NotFoundError: No such connection.
+            ResponseDecodeError: The answer holds no token.
+
+        .. versionadded:: 0.1.0
+        """
+        path = f"/api/system/connections/{_quote(connection_id)}/token"
+        pair = parse_token_pair(await self._request("POST", path, {}))
+        return IssuedToken(token=pair.access_token, expires_at=pair.expires_at)
+
+    async def reconnect_hook(self, event: ReconnectEvent) -> str | None:
+        """A registry reconnect hook that issues a fresh token through the Admin API.
+
+        ``ConnectionRegistry(on_reconnect=admin.reconnect_hook)`` keeps connections filled by
+        ``registry.add_from_admin(admin)`` going when their short-lived tokens expire. A
+        connection whose customer must reconnect (``REAUTHORIZATION_REQUIRED``) gets None.
+
+        Returns:
+            The new token, or None.
+
+        .. versionadded:: 0.1.0
+        """
+        if event.error.code == "REAUTHORIZATION_REQUIRED":
+            return None
+        return (await self.issue_token(event.connection_id)).token
+
+
+def _quote(connection_id: str) -> str:
+    if not connection_id:
+        raise ValueError("A connection id must not be empty")
+    return quote(connection_id, safe="")

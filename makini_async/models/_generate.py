@@ -1,0 +1,594 @@
+"""Generate the typed models and resource services from Makini's OpenAPI files.
+
+Run it again whenever the OpenAPI files change, then let ruff tidy the output::
+
+    python -m makini_async.models._generate ../shared/reference/makini-openapi
+    ruff check --fix makini_async/models makini_async/resources
+    ruff format makini_async/models makini_async/resources
+
+It writes ``makini_async/models/_generated.py`` (one attrs class per schema of the EAM, ERP and
+WMS files, plus one write body per writable resource) and ``makini_async/resources/_generated.py``
+(one service per collection with exactly the verbs its paths serve, and the ``eam``/``erp``/
+``wms`` namespaces). Field types follow the rules in `field_type`: the OpenAPI files type nearly
+everything as a string, so names decide where a string is really a timestamp or a number, as
+Makini's own field naming does (``...At``, ``...Date``, ``...Quantity``, ``total...Value``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["main"]
+
+_DOMAINS: Final = ("eam", "erp", "wms")
+_HERE: Final = Path(__file__).parent
+_MODELS_OUT: Final = _HERE / "_generated.py"
+_MODELS_INIT: Final = _HERE / "__init__.py"
+_RESOURCES_INIT: Final = _HERE.parent / "resources" / "__init__.py"
+_RESOURCES_OUT: Final = _HERE.parent / "resources" / "_generated.py"
+
+#: Schema names that read better under the names the rest of the API uses.
+CLASS_NAMES: Final = {
+    "Counter": "Meter",
+    "CounterReading": "MeterReading",
+    "Model": "AssetTemplate",
+    "Work": "WorkResource",
+    "Dimension": "Dimensions",
+}
+#: Service attribute names where the path segment is an abbreviation.
+SERVICE_NAMES: Final = {
+    "uom": "units_of_measure",
+    "pm": "preventive_maintenance",
+    "assets-downtime": "asset_downtime",
+    "purchase-orders.line-items": "purchase_order_line_items",
+    "bom": "bills_of_material",
+    "rfq": "requests_for_quotation",
+    "groups": "product_groups",
+    "receiving": "receivings",
+}
+#: The standard fields `Entity` declares; generated entities do not repeat them.
+_STANDARD: Final = {"key", "id", "createdAt", "updatedAt", "deletedAt"}
+_LEVEL_FIELDS: Final = {"severity", "priority", "criticality"}
+_NUMERIC_PARTS: Final = (
+    "quantity",
+    "reading",
+    "level",
+    "point",
+    "interval",
+    "time",
+    "price",
+    "cost",
+    "value",
+    "rate",
+    "discount",
+    "budget",
+    "total",
+)
+_TEXT_NAMES: Final = {"title", "name", "description", "notes", "instructions", "completionremarks"}
+_NESTED_WRITE_FIELDS: Final = {
+    "documents",
+    "tasks",
+    "lineItems",
+    "lineItem",
+    "lines",
+    "shippingAddress",
+    "shipmentAddress",
+    "billingAddress",
+    "credentials",
+}
+
+
+def snake(name: str) -> str:
+    """Turn a camelCase wire name into a snake_case attribute name."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def camel(name: str) -> str:
+    """Turn a snake_case attribute name back into the camelCase wire name."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def is_time(name: str) -> bool:
+    """Tell whether a field name holds a timestamp (``...At``, ``...Date``, ``date``)."""
+    return name.endswith(("At", "Date")) or name == "date"
+
+
+def is_numeric(name: str) -> bool:
+    """Tell whether a string field holds a number, by Makini's naming."""
+    low = name.lower()
+    if low in _TEXT_NAMES or low.endswith(("code", "no", "number")):
+        return False
+    return low in {"lat", "lng"} or any(part in low for part in _NUMERIC_PARTS)
+
+
+def class_name(schema: str) -> str:
+    """The Python class name of an OpenAPI schema."""
+    return CLASS_NAMES.get(schema, schema)
+
+
+def field_type(  # noqa: C901, PLR0911 - a decision table
+    name: str, kind: str, detail: str, schemas: set[str]
+) -> tuple[str, str]:
+    """Decide ``(annotation, default)`` of one response field."""
+    if name == "materialCount":
+        return "int | None", "None"
+    if name.endswith("Key") and kind != "array":
+        return "str | None", "None"
+    if name.endswith("Keys") or name == "checkList":
+        return "tuple[str, ...]", "()"
+    if kind == "array" and detail in schemas:
+        return f"tuple[{class_name(detail)}, ...]", "()"
+    if kind == "object" and detail in schemas:
+        return f"{class_name(detail)} | None", "None"
+    if kind == "boolean":
+        return "bool | None", "None"
+    if kind == "array":
+        return "JSON", "None"
+    if is_time(name):
+        return "datetime | None", "None"
+    if kind in {"integer", "number"} or is_numeric(name):
+        return "Decimal | None", "None"
+    if kind == "object":
+        return "JSON", "None"
+    if name in _LEVEL_FIELDS:
+        return "Level | str | None", "None"
+    return "str | None", "None"
+
+
+def write_type(name: str, rule: str) -> str:  # noqa: PLR0911 - a decision table
+    """Decide the annotation of one write-body field (every one defaults to `UNSET`)."""
+    if name in _NESTED_WRITE_FIELDS:
+        return "JSON | Unset"
+    if name.endswith("Key"):
+        return "str | Unset | None"
+    if name.endswith("Keys"):
+        return "Sequence[str] | Unset | None"
+    if "boolean" in rule:
+        return "bool | Unset | None"
+    if is_time(name):
+        return "datetime | Unset | None"
+    if "numeric" in rule or "integer" in rule or is_numeric(name):
+        return "Decimal | int | Unset | None"
+    if name in _LEVEL_FIELDS:
+        return "Level | str | Unset | None"
+    return "str | Unset | None"
+
+
+def _ref(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+def _prop(schema: dict[str, Any]) -> tuple[str, str]:
+    if "$ref" in schema:
+        return "object", _ref(schema["$ref"])
+    kind = str(schema.get("type", "string"))
+    if kind == "array":
+        items = schema.get("items") or {}
+        return "array", _ref(items["$ref"]) if "$ref" in items else ""
+    return kind, ""
+
+
+class _Source:
+    """Everything read from the OpenAPI files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.fields: dict[str, dict[str, tuple[str, str]]] = {}
+        self.routes: list[tuple[str, str, str, str, dict[str, str]]] = []
+        for domain in _DOMAINS:
+            doc = json.loads((folder / f"oas3_{domain}.json").read_text(encoding="utf-8"))
+            for name, schema in doc["components"]["schemas"].items():
+                props = schema.get("properties") if isinstance(schema, dict) else None
+                if name.endswith("Collection") or not isinstance(props, dict):
+                    continue
+                table = self.fields.setdefault(name, {})
+                for prop, spec in props.items():
+                    table.setdefault(prop, _prop(spec))
+            for path, ops in doc["paths"].items():
+                for method, op in ops.items():
+                    self.routes.append((domain, method.upper(), path, _schema(op), _body(op)))
+
+
+def _schema(op: dict[str, Any]) -> str:
+    content = op.get("responses", {}).get("200", {}).get("content", {})
+    data = content.get("application/json", {}).get("schema", {}).get("properties", {})
+    data = data.get("data", {})
+    if "$ref" in data:
+        return _ref(data["$ref"])
+    items = data.get("items", {})
+    return _ref(items["$ref"]) if "$ref" in items else ""
+
+
+def _body(op: dict[str, Any]) -> dict[str, str]:
+    body = op.get("requestBody")
+    if not body:
+        return {}
+    media = next(iter(body["content"].values()))
+    props = media.get("schema", {}).get("properties", {})
+    if not isinstance(props, dict):
+        return {}
+    return {name: f"{p.get('type', '')}|{p.get('format') or ''}" for name, p in props.items()}
+
+
+# -- resources --------------------------------------------------------------------------------
+
+
+class _Service:
+    """One collection's verbs, as its paths serve them."""
+
+    def __init__(self, domain: str, segment: str) -> None:
+        self.domain = domain
+        self.segment = segment
+        self.schema = ""
+        self.verbs: set[str] = set()
+        self.status_field = ""
+        self.write_fields: dict[str, str] = {}
+
+    @property
+    def attribute(self) -> str:
+        return SERVICE_NAMES.get(self.segment, self.segment.replace("-", "_").replace(".", "_"))
+
+    @property
+    def class_name(self) -> str:
+        words = re.split(r"[-_.]", self.attribute)
+        return "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def _services(source: _Source) -> tuple[dict[str, dict[str, _Service]], dict[str, list[str]]]:  # noqa: C901, PLR0912 - one pass over the routes
+    services: dict[str, dict[str, _Service]] = {d: {} for d in _DOMAINS}
+    statuses: dict[str, list[str]] = {d: [] for d in _DOMAINS}
+    for domain, method, path, schema, body in source.routes:
+        parts = path.split("/")[3:]
+        if parts[0] == "statuses":
+            statuses[domain].append(parts[1])
+            continue
+        service = services[domain].setdefault(parts[0], _Service(domain, parts[0]))
+        shape = (method, len(parts), parts[1] if len(parts) > 1 else "")
+        tail = parts[2] if len(parts) > 2 else ""  # noqa: PLR2004 - /<collection>/<key>/<tail>
+        if shape[:2] == ("GET", 1):
+            service.verbs.add("list")
+            service.schema = schema or service.schema
+        elif shape[:2] == ("POST", 1) and "|binary" in "".join(body.values()):
+            # A multipart upload (documents): the request layer sends JSON bodies only, so the
+            # verb is left out rather than served wrong (see the issue 4 report).
+            continue
+        elif shape[:2] == ("POST", 1):
+            service.verbs.add("create")
+            service.write_fields.update(body)
+        elif len(parts) == 2 and not parts[1].startswith("{"):  # noqa: PLR2004
+            service.verbs.add(f"list_{parts[1].replace('-', '_')}")
+        elif shape[:2] == ("GET", 2):
+            service.verbs.add("get")
+            service.schema = service.schema or schema
+        elif shape[:2] == ("PUT", 2):
+            service.verbs.add("update")
+            service.write_fields.update(body)
+        elif tail == "status":
+            service.verbs.add("set_status")
+            service.status_field = next(iter(body), "status")
+        elif tail in {"materials", "children"} and method == "GET":
+            service.verbs.add(tail)
+        elif tail == "materials" and method == "POST":
+            service.verbs.add("add_material")
+        elif tail == "materials":
+            service.verbs.add("update_material")
+        elif tail == "inventory":
+            service.verbs.add("update_inventory")
+        elif tail == "delivered":
+            service.verbs.add("mark_delivered")
+    return services, statuses
+
+
+# -- output -----------------------------------------------------------------------------------
+
+_MODELS_HEADER = '''"""Typed models of every EAM, ERP and WMS schema in Makini's OpenAPI files.
+
+Generated by ``makini_async/models/_generate.py``; do not edit by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._base import UNSET, Entity, Level, Model, Unset, Writable
+
+if TYPE_CHECKING:
+    from makini_async.typing import JSON
+
+'''
+
+
+def _models(source: _Source, entities: set[str], writes: dict[str, dict[str, str]]) -> str:
+    schemas = set(source.fields)
+    names = sorted(class_name(s) for s in schemas)
+    names += sorted(f"{class_name(s)}Input" for s in writes)
+    out = [_MODELS_HEADER, f"__all__ = {sorted(names)!r}\n\n"]
+    for schema in sorted(schemas, key=class_name):
+        entity = schema in entities
+        base = "Entity" if entity else "Model"
+        out.append(
+            f"\n@attrs.frozen(slots=True, kw_only=True)\nclass {class_name(schema)}({base}):\n"
+        )
+        kind = "record" if entity else "part of a record"
+        out.append(f'    """A ``{schema}`` {kind}.\n\n    .. versionadded:: 0.1.0\n    """\n\n')
+        for prop, (kind_, detail) in source.fields[schema].items():
+            if entity and prop in _STANDARD:
+                continue
+            attr = snake(prop)
+            if camel(attr) != prop:
+                raise SystemExit(f"{schema}.{prop} does not survive the casing round trip")
+            annotation, default = field_type(prop, kind_, detail, schemas)
+            out.append(f"    {attr}: {annotation} = {default}\n")
+    for schema, fields in sorted(writes.items()):
+        decorator = "\n@attrs.frozen(slots=True, kw_only=True)\n"
+        out.append(f"{decorator}class {class_name(schema)}Input(Writable):\n")
+        out.append(
+            f'    """The body of a ``{schema}`` create or update: only the fields set are sent.'
+            '\n\n    .. versionadded:: 0.1.0\n    """\n\n'
+        )
+        for prop, rule in sorted(fields.items()):
+            attr = snake(prop)
+            if camel(attr) != prop:
+                raise SystemExit(f"{schema} body field {prop} does not survive the casing")
+            out.append(f"    {attr}: {write_type(prop, rule)} = UNSET\n")
+    return "".join(out)
+
+
+_RESOURCES_HEADER = '''"""One service per collection of the EAM, ERP and WMS APIs.
+
+Each has exactly the verbs Makini serves. Generated by ``makini_async/models/_generate.py``;
+do not edit by hand.
+"""
+
+from __future__ import annotations
+
+from makini_async import models
+
+from ._base import (
+    Creatable,
+    Deliverable,
+    HasChildren,
+    HasInventory,
+    HasMaterials,
+    Listable,
+    Namespace,
+    Retrievable,
+    Service,
+    StatusSettable,
+    StatusLists,
+    Updatable,
+    WritableMaterials,
+)
+
+'''
+
+_MIXINS: Final = (
+    ("list", "Listable[models.{m}]"),
+    ("get", "Retrievable[models.{m}]"),
+    ("create", "Creatable[models.{m}, models.{i}]"),
+    ("update", "Updatable[models.{m}, models.{i}]"),
+    ("set_status", "StatusSettable[models.{m}]"),
+    ("materials", "HasMaterials"),
+    ("add_material", "WritableMaterials[models.{m}]"),
+    ("children", "HasChildren"),
+    ("update_inventory", "HasInventory"),
+    ("mark_delivered", "Deliverable[models.{m}]"),
+)
+
+
+def _resources(
+    services: dict[str, dict[str, _Service]], statuses: dict[str, list[str]]
+) -> tuple[str, list[str]]:
+    out = [_RESOURCES_HEADER]
+    names: list[str] = []
+    for domain in _DOMAINS:
+        for service in sorted(services[domain].values(), key=lambda s: s.attribute):
+            cls = f"{domain.upper()}{service.class_name}"
+            names.append(cls)
+            model = class_name(service.schema)
+            bases = [
+                mixin.format(m=model, i=f"{class_name(service.schema)}Input")
+                for verb, mixin in _MIXINS
+                if verb in service.verbs
+            ]
+            out.append(f"\n\nclass {cls}({', '.join(bases) or 'Service'}):\n")
+            verbs = ", ".join(sorted(_method_name(v) for v in service.verbs))
+            detail = textwrap.fill(
+                f"Verbs: {verbs}.", width=96, initial_indent="    ", subsequent_indent="    "
+            )
+            out.append(
+                f'    """``/api/{domain}/{service.segment}``.\n\n{detail}\n\n'
+                '    .. versionadded:: 0.1.0\n    """\n\n'
+            )
+            out.append("    __slots__ = ()\n")
+            out.append(f"    _path = {f'/api/{domain}/{service.segment}'!r}\n")
+            if "list" in service.verbs or "get" in service.verbs:
+                out.append(f"    _model = models.{model}\n")
+            if service.status_field:
+                out.append(f"    _status_field = {service.status_field!r}\n")
+            out.extend(
+                _literal_list(verb, domain, service.segment)
+                for verb in sorted(service.verbs)
+                if verb.startswith("list_")
+            )
+        out.append(_namespace(domain, services[domain], statuses[domain]))
+        names.append(domain.upper())
+    return "".join(out), names
+
+
+def _method_name(verb: str) -> str:
+    """The method serving a verb (``list_custom_fields`` → ``custom_fields``)."""
+    if verb == "list_custom_fields":
+        return "custom_fields"
+    return f"all_{verb.removeprefix('list_')}" if verb.startswith("list_") else verb
+
+
+def _literal_list(verb: str, domain: str, segment: str) -> str:
+    literal = verb.removeprefix("list_").replace("_", "-")
+    model = "CustomField" if literal == "custom-fields" else "MaterialItem"
+    method = _method_name(verb)
+    return (
+        f"\n    def {method}(self, *, per_page: int | None = None) -> "
+        f"Listing[models.{model}]:\n"
+        f'        """List ``/api/{domain}/{segment}/{literal}`` (every page).\n\n'
+        "        Args:\n            per_page: Records per page.\n\n"
+        "        Returns:\n            An async iterator over the records, with ``pages()``.\n\n"
+        '        .. versionadded:: 0.1.0\n        """\n'
+        f"        return self._sublist({f'{segment}/{literal}'!r}, models.{model}, per_page)\n"
+    )
+
+
+def _namespace(domain: str, services: dict[str, _Service], statuses: list[str]) -> str:
+    out = [f"\n\nclass {domain.upper()}(Namespace):\n"]
+    out.append(
+        f'    """The ``/api/{domain}`` resources of one connection.\n\n'
+        '    .. versionadded:: 0.1.0\n    """\n\n'
+    )
+    out.append("    __slots__ = ()\n\n")
+    for service in sorted(services.values(), key=lambda s: s.attribute):
+        cls = f"{domain.upper()}{service.class_name}"
+        out.append(
+            f"    @property\n    def {service.attribute}(self) -> {cls}:\n"
+            f'        """``/api/{domain}/{service.segment}``."""\n'
+            f"        return self._service({cls})\n\n"
+        )
+    entities = tuple(sorted(statuses))
+    out.append(
+        f"    @property\n    def statuses(self) -> StatusLists:\n"
+        f'        """The status lists (``statuses.entities`` names them)."""\n'
+        f"        return self._statuses(_STATUSES_{domain.upper()})\n"
+    )
+    out.insert(0, f"\n\n_STATUSES_{domain.upper()} = {entities!r}\n")
+    return "".join(out)
+
+
+def _exported(text: str) -> list[str]:
+    match = re.search(r"^__all__ = (\[.*?\])$", text, flags=re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise SystemExit("the generated models have no __all__")
+    return [str(name) for name in json.loads(match.group(1).replace("'", '"'))]
+
+
+_BASE_NAMES: Final = ("UNSET", "Entity", "Level", "Model", "Unset", "Writable")
+_SYSTEM_NAMES: Final = (
+    "ClientInfo",
+    "ConnectionInfo",
+    "ConnectionStatus",
+    "Integration",
+    "MetadataItem",
+    "Platform",
+    "SyncState",
+    "SyncStatus",
+)
+_SNAKE_CASE_MODELS: Final = (
+    "ClientInfo",
+    "ConnectionInfo",
+    "Integration",
+    "MetadataItem",
+    "SyncState",
+)
+
+
+def _import_block(module: str, names: list[str] | tuple[str, ...]) -> str:
+    body = "".join(f"    {name},\n" for name in sorted(names))
+    return f"from {module} import (\n{body})\n"
+
+
+def _all_block(names: list[str]) -> str:
+    body = "".join(f"    {name!r},\n" for name in sorted(names)).replace("'", '"')
+    return f"__all__ = [\n{body}]\n"
+
+
+def _models_init(generated: list[str]) -> str:
+    return (
+        '"""Typed models of the Makini unified API.\n\n'
+        "Every EAM, ERP and WMS record, write bodies, sync state and the Admin API's objects.\n"
+        "Attributes are snake_case (``asset_key``, ``created_at``); the camelCase wire names\n"
+        "live only in the private decoder. Both record shapes decode: v3 (``key``,\n"
+        "``createdAt``) and v4 (``id``, ``_idValue``, ``_displayValue``, ``_createdAt``...).\n"
+        "Unknown fields are kept in ``extra`` and the raw record in ``raw``, both read-only\n"
+        "mappings.\n\n"
+        "Generated by ``makini_async/models/_generate.py``; do not edit by hand.\n\n"
+        '.. versionadded:: 0.1.0\n"""\n\n'
+        "from __future__ import annotations\n\n"
+        "from . import _generated, _system\n"
+        + _import_block("._base", _BASE_NAMES)
+        + _import_block("._generated", generated)
+        + _import_block("._system", _SYSTEM_NAMES)
+        + "from ._wire import register, register_snake_case\n\n"
+        + _all_block([*_BASE_NAMES, *generated, *_SYSTEM_NAMES])
+        + f"\nfor _cls in ({', '.join(_SNAKE_CASE_MODELS)}):\n    register_snake_case(_cls)\n"
+        + "register([getattr(_generated, name) for name in _generated.__all__])\n"
+        + "register([getattr(_system, name) for name in _system.__all__])\n"
+    )
+
+
+_RESOURCE_BASE: Final = ("Filter", "FilterOp", "Namespace", "Service", "StatusLists")
+_PAGINATION: Final = ("Listing", "Page", "PageMeta", "PaginationError")
+
+
+def _resources_init(generated: list[str]) -> str:
+    return (
+        '"""Typed services for every collection of the Makini unified API, per connection.\n\n'
+        "``conn.eam.work_orders.list()``, ``conn.erp.invoices.get(key)``,\n"
+        "``conn.wms.products.create(...)``: each service has exactly the verbs Makini serves\n"
+        "for its collection.\n\n"
+        "Generated by ``makini_async/models/_generate.py``; do not edit by hand.\n\n"
+        '.. versionadded:: 0.1.0\n"""\n\n'
+        "from __future__ import annotations\n\n"
+        + _import_block("makini_async._pagination", _PAGINATION)
+        + "\n"
+        + _import_block("._base", _RESOURCE_BASE)
+        + _import_block("._generated", generated)
+        + _import_block("._system", ("RawRow",))
+        + "\n"
+        + _all_block([*_PAGINATION, *_RESOURCE_BASE, *generated, "RawRow"])
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the generated models and services from the OpenAPI folder given.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="folder holding Makini's oas3_*.json files")
+    args = parser.parse_args(argv)
+    source = _Source(args.source)
+    services, statuses = _services(source)
+    entities = {s.schema for d in services.values() for s in d.values() if s.schema}
+    entities |= {"Status", "MaterialItem"}
+    writes: dict[str, dict[str, str]] = {}
+    for domain_services in services.values():
+        for service in domain_services.values():
+            if {"create", "update"} & service.verbs and service.schema:
+                writes.setdefault(service.schema, {}).update(service.write_fields)
+    _MODELS_OUT.write_text(_models(source, entities, writes), encoding="utf-8")
+    text, names = _resources(services, statuses)
+    text = text.replace("from ._base import (", "from ._base import (\n    Listing,", 1)
+    text += f"\n\n__all__ = {sorted(names)!r}\n"
+    _RESOURCES_OUT.write_text(text, encoding="utf-8")
+    model_names = _exported(_MODELS_OUT.read_text(encoding="utf-8"))
+    _MODELS_INIT.write_text(_models_init(model_names), encoding="utf-8")
+    _RESOURCES_INIT.write_text(_resources_init(names), encoding="utf-8")
+    sys.stdout.write(f"wrote {_MODELS_OUT}, {_RESOURCES_OUT} and both __init__.py\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,590 @@
+"""The wire side of the models: camelCase names, decoding rules and generated structure functions.
+
+This is the only module of the models that knows JSON. For every model class it writes structure
+functions (Python source compiled once, at first use) that read each known field, convert it
+inline only when the record carries a value, and set the slots directly: no per-record
+reflection and no per-field dispatch. Records of one endpoint share a key layout, so each layout
+seen (up to ``_MAX_SHAPES`` per model) gets its own function that unpacks ``d.values()`` by
+position instead of looking every key up, and knows its unknown keys in advance; any other
+layout takes the generic function, which looks keys up with ``dict.get``. The functions are also
+registered as hooks on the shared cattrs converter, so that ``converter.structure(data,
+WorkOrder)`` takes the same path.
+
+Decoding rules, for forward compatibility: unknown fields land in ``extra``; a level or status
+outside the known set stays a string; numbers may arrive as numeric strings; timestamps become
+timezone-aware datetimes from any ISO-8601 form (no offset: UTC); an empty object or string in a
+timestamp or number field reads as unset (Makini's generated examples send ``{}`` there); a
+lone string in a list-of-keys field reads as one key. Any other wrong type raises
+`RecordDecodeError` naming the path, which the resources turn into `ResponseDecodeError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, TypeVar, cast
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError
+
+from makini_async._converter import converter
+
+from ._base import EMPTY, UNSET, Entity, Model, Writable
+
+if TYPE_CHECKING:
+    from makini_async.typing import JSON
+
+__all__ = [
+    "RecordDecodeError",
+    "camel",
+    "decode",
+    "decode_list",
+    "encode",
+    "register",
+    "structure_function",
+    "wire_name",
+]
+
+M = TypeVar("M", bound=Model)
+_Structure = Callable[[object], object]
+
+#: Wire names that are not the camelCase of the attribute (v4 standard fields first).
+_STANDARD_WIRE: Final[dict[str, tuple[str, ...]]] = {
+    "id_value": ("_idValue",),
+    "display_value": ("_displayValue",),
+    "implements": ("_implements",),
+    "created_at": ("createdAt", "_createdAt"),
+    "updated_at": ("updatedAt", "_updatedAt"),
+    "deleted_at": ("deletedAt", "_deletedAt"),
+}
+#: Classes whose wire names are already snake_case (the system API).
+_SNAKE_CASE: set[type] = set()
+_MISSING: Final = object()
+#: Key layouts compiled per model; records in other layouts take the generic path.
+_MAX_SHAPES: Final = 16
+_MAX_TIMESTAMP: Final = 64
+_FRACTION: Final = re.compile(r"([.,])(\d+)")
+
+
+class RecordDecodeError(ValueError):
+    """A value of the wrong type at ``path`` (``.dueAt``, ``[3].tasks[0].title``...)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{message} at ${path}")
+        self.path = path
+        self.message = message
+
+    def under(self, prefix: str) -> RecordDecodeError:
+        """The same problem, one level further down from the root."""
+        return RecordDecodeError(prefix + self.path, self.message)
+
+
+def camel(name: str) -> str:
+    """Turn a snake_case attribute name into its camelCase wire name."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def wire_name(cls: type, attribute: str) -> str:
+    """The (first) wire name of ``cls.attribute``."""
+    if cls in _SNAKE_CASE:
+        return attribute
+    names = _STANDARD_WIRE.get(attribute) if issubclass(cls, Entity) else None
+    return names[0] if names else camel(attribute)
+
+
+def register_snake_case(cls: type) -> None:
+    """Declare that ``cls`` comes from the system API, whose wire names are snake_case."""
+    _SNAKE_CASE.add(cls)
+
+
+# -- value converters (called only for values a record carries, never for None) ---------------
+
+
+def _str(value: object, path: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # source systems send numeric ids
+    raise RecordDecodeError(path, "expected a string")
+
+
+def _keys(value: object, path: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple):
+        out = tuple(value)
+        for index, item in enumerate(out):
+            if item.__class__ is not str:
+                if isinstance(item, int) and not isinstance(item, bool):
+                    return tuple(str(i) if isinstance(i, int) else i for i in out)
+                raise RecordDecodeError(f"{path}[{index}]", "expected a string")
+        return out
+    raise RecordDecodeError(path, "expected a list of strings")
+
+
+def parse_timestamp(value: object, path: str) -> datetime | None:
+    """Parse any ISO-8601 timestamp into an aware datetime (no offset: UTC)."""
+    if isinstance(value, str):
+        parsed: datetime | None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = _lenient_timestamp(value, path)
+        if parsed is None or parsed.tzinfo is not None:
+            return parsed
+        return parsed.replace(tzinfo=UTC)
+    if value == {}:
+        return None
+    raise RecordDecodeError(path, "expected an ISO-8601 timestamp")
+
+
+def _lenient_timestamp(text: str, path: str) -> datetime | None:
+    stripped = text.strip()
+    if not stripped:
+        return None
+    if len(stripped) <= _MAX_TIMESTAMP:
+        # Forms fromisoformat refuses: lower-case t/z, a decimal comma, nanoseconds.
+        fixed = stripped.upper()
+        fixed = _FRACTION.sub(lambda m: "." + m.group(2)[:6].ljust(6, "0"), fixed, count=1)
+        if fixed.endswith("Z"):
+            fixed = fixed[:-1] + "+00:00"
+        try:
+            return datetime.fromisoformat(fixed)
+        except ValueError:
+            pass
+    raise RecordDecodeError(path, "expected an ISO-8601 timestamp")
+
+
+def _num(value: object, path: str) -> Decimal | None:
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise RecordDecodeError(path, "expected a number") from None
+        if number.is_finite():
+            return number
+        raise RecordDecodeError(path, "expected a finite number")
+    if isinstance(value, bool):
+        raise RecordDecodeError(path, "expected a number")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        number = Decimal(repr(value))
+        if number.is_finite():
+            return number
+        raise RecordDecodeError(path, "expected a finite number")
+    if value == {}:
+        return None
+    raise RecordDecodeError(path, "expected a number")
+
+
+def _int(value: object, path: str) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _num(value, path)
+    if number is None:
+        return None
+    if number == number.to_integral_value():
+        return int(number)
+    raise RecordDecodeError(path, "expected an integer")
+
+
+_TRUE: Final = frozenset({"true", "1", "yes"})
+_FALSE: Final = frozenset({"false", "0", "no"})
+
+
+def _bool(value: object, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    if value in (0, 1) and isinstance(value, int):
+        return bool(value)
+    raise RecordDecodeError(path, "expected a boolean")
+
+
+def _open(value: object, path: str) -> str:
+    """A value of an open enumeration that is not a string: only an integer code is kept."""
+    return _str(value, path)
+
+
+def _nested(value: object, path: str, structure: _Structure) -> object:
+    if value.__class__ is not dict:
+        raise RecordDecodeError(path, "expected an object")
+    try:
+        return structure(value)
+    except RecordDecodeError as exc:
+        raise exc.under(path) from None
+
+
+def _nested_list(value: object, path: str, structure: _Structure) -> tuple[object, ...]:
+    if value.__class__ is not list:
+        if value == {}:
+            return ()
+        raise RecordDecodeError(path, "expected a list")
+    items = cast("list[object]", value)
+    try:
+        return tuple([structure(item) for item in items])
+    except RecordDecodeError:
+        pass
+    for index, item in enumerate(items):  # the slow path only finds which item failed
+        try:
+            structure(item)
+        except RecordDecodeError as exc:
+            raise exc.under(f"{path}[{index}]") from None
+    raise AssertionError  # pragma: no cover - the fast path failed, so one item fails
+
+
+# -- generated structure functions -----------------------------------------------------------
+
+_SIMPLE: Final[dict[str, tuple[str, str]]] = {
+    # annotation → (how the value is checked inline, converter used otherwise)
+    "str | None": ("v.__class__ is not str", "_str"),
+    "Decimal | None": ("True", "_num"),
+    "int | None": ("v.__class__ is not int", "_int"),
+    "bool | None": ("v.__class__ is not bool", "_bool"),
+}
+_NESTED_ONE: Final = re.compile(r"^(\w+) \| None$")
+_OPEN_ENUM: Final = re.compile(r"^(\w+) \| str \| None$")
+_NESTED_MANY: Final = re.compile(r"^tuple\[(\w+), \.\.\.\]$")
+_functions: dict[type, _Structure] = {}
+
+
+def _resolve(cls: type, name: str) -> type:
+    module = __import__(cls.__module__, fromlist=["_"])
+    found = getattr(module, name, None)
+    if not (isinstance(found, type) and (attrs.has(found) or issubclass(found, Enum))):
+        raise TypeError(f"{cls.__name__}: cannot resolve the type {name!r}")
+    return found
+
+
+def _wire_names(cls: type, name: str) -> tuple[str, ...]:
+    if cls in _SNAKE_CASE:
+        return (name,)
+    if issubclass(cls, Entity) and name in _STANDARD_WIRE:
+        return _STANDARD_WIRE[name]
+    return (camel(name),)
+
+
+def _by_get(name: str) -> str:
+    return f"get({name!r})"
+
+
+def _field_source(
+    cls: type,
+    field: attrs.Attribute[object],
+    env: dict[str, object],
+    source: Callable[[str], str] = _by_get,
+) -> list[str]:
+    """The lines that read, convert and set one field; ``source`` says where a wire name is."""
+    annotation = str(field.type)  # the generated models keep annotations as strings
+    names = _wire_names(cls, field.name)
+    path = "." + names[0]
+    first, *others = (source(name) for name in names)
+    lines = [f"    v = {first}"]
+    lines += [f"    if v is None:\n        v = {other}" for other in others if other != "None"]
+    if annotation == "datetime | None":
+        # Inlined: fromisoformat takes the common forms; anything else goes the slow way.
+        lines.append(
+            "    if v is not None:\n"
+            "        if v.__class__ is str:\n"
+            "            try:\n                v = _fromiso(v)\n"
+            "            except ValueError:\n"
+            f"                v = _dt(v, {path!r})\n"
+            "            else:\n"
+            "                if v.tzinfo is None:\n                    v = v.replace(tzinfo=_UTC)\n"
+            f"        else:\n            v = _dt(v, {path!r})"
+        )
+    elif annotation == "Decimal | None":
+        # Inlined: a plain numeric string (no NaN/Infinity) is the common case.
+        lines.append(
+            "    if v is not None:\n"
+            "        if v.__class__ is str and 'n' not in v and 'N' not in v:\n"
+            "            try:\n                v = _Decimal(v)\n"
+            f"            except _InvalidOperation:\n                v = _num(v, {path!r})\n"
+            f"        else:\n            v = _num(v, {path!r})"
+        )
+    elif annotation == "tuple[str, ...]":
+        lines.append(
+            "    if v is None or v == _EMPTY_LIST:\n        v = ()\n"
+            "    elif v.__class__ is list and _only_str(map(_type, v)):\n        v = tuple(v)\n"
+            f"    else:\n        v = _keys(v, {path!r})"
+        )
+    elif annotation in _SIMPLE:
+        check, function = _SIMPLE[annotation]
+        # The expected type is the common case: test it first, None second.
+        condition = "v is not None" if check == "True" else f"{check} and v is not None"
+        lines.append(f"    if {condition}:\n        v = {function}(v, {path!r})")
+        if annotation.startswith("tuple["):
+            lines.append("    else:\n        v = ()")
+    elif annotation == "JSON":
+        pass
+    elif match := _OPEN_ENUM.match(annotation):
+        target = _resolve(cls, match.group(1))
+        env[f"_map_{target.__name__}"] = {member.value: member for member in target}  # type: ignore[attr-defined]
+        lines.append(
+            f"    if v is not None:\n        v = _map_{target.__name__}.get(v, v)"
+            f" if v.__class__ is str else _open(v, {path!r})"
+        )
+    elif match := _NESTED_MANY.match(annotation):
+        function = f"_f_{match.group(1)}"
+        env[function] = structure_function(_resolve(cls, match.group(1)))
+        lines.append(
+            "    if v is None or v == _EMPTY_LIST:\n        v = ()\n"
+            "    elif v.__class__ is list:\n"
+            f"        try:\n            v = tuple([{function}(x) for x in v])\n"
+            "        except RecordDecodeError:\n"
+            f"            v = _nested_list(v, {path!r}, {function})\n"
+            f"    else:\n        v = _nested_list(v, {path!r}, {function})"
+        )
+    elif match := _NESTED_ONE.match(annotation):
+        function = f"_f_{match.group(1)}"
+        env[function] = structure_function(_resolve(cls, match.group(1)))
+        lines.append(f"    if v is not None:\n        v = _nested(v, {path!r}, {function})")
+    else:
+        raise TypeError(f"{cls.__name__}.{field.name}: no decoding rule for {annotation!r}")
+    lines.append(f"    _set_{field.name}(o, v)")
+    return lines
+
+
+def structure_function(cls: type[M]) -> Callable[[object], M]:
+    """The generated function that turns one decoded JSON object into ``cls``.
+
+    Raises:
+        TypeError: ``cls`` has a field whose annotation has no decoding rule.
+    """
+    found = _functions.get(cls)
+    if found is not None:
+        return cast("Callable[[object], M]", found)
+    env: dict[str, object] = {
+        "_M": _MISSING,
+        "_new": object.__new__,
+        "_cls": cls,
+        "_EMPTY": EMPTY,
+        "_proxy": MappingProxyType,
+        "_dict": dict,
+        "RecordDecodeError": RecordDecodeError,
+        "_str": _str,
+        "_dt": parse_timestamp,
+        "_fromiso": datetime.fromisoformat,
+        "_Decimal": Decimal,
+        "_InvalidOperation": InvalidOperation,
+        "_only_str": frozenset({str}).issuperset,
+        "_EMPTY_LIST": [],
+        "_type": type,
+        "_UTC": UTC,
+        "_num": _num,
+        "_int": _int,
+        "_bool": _bool,
+        "_open": _open,
+        "_keys": _keys,
+        "_nested": _nested,
+        "_nested_list": _nested_list,
+    }
+
+    def placeholder(value: object) -> object:
+        return _functions[cls](value)
+
+    # A self-referencing model finds this placeholder instead of recursing for ever.
+    _functions[cls] = placeholder
+    fields = [f for f in attrs.fields(cls) if f.name not in {"extra", "raw"}]
+    known: list[str] = []
+    for field in [*fields, *(f for f in attrs.fields(cls) if f.name in {"extra", "raw"})]:
+        slot = next(k.__dict__[field.name] for k in cls.__mro__ if field.name in k.__dict__)
+        env[f"_set_{field.name}"] = slot.__set__
+        if field.name not in {"extra", "raw"}:
+            known += _wire_names(cls, field.name)
+    env["_KNOWN"] = frozenset(known)
+    body = [
+        "def generic(d):",
+        "    get = d.get",
+        "    o = _new(_cls)",
+    ]
+    for field in fields:
+        body += _field_source(cls, field, env)
+    body += [
+        "    if not d.keys() <= _KNOWN:",
+        "        _set_extra(o, _proxy({k: x for k, x in d.items() if k not in _KNOWN}))",
+        "    else:",
+        "        _set_extra(o, _EMPTY)",
+        "    _set_raw(o, _proxy(d))",
+        "    return o",
+    ]
+    _compile(body, cls, "generic", env)
+    shapes: dict[tuple[str, ...], Callable[[dict[str, object]], object]] = {}
+
+    def specialise(keys: tuple[str, ...]) -> Callable[[dict[str, object]], object]:
+        """A function for records whose keys come in exactly this order (no lookups)."""
+        if len(shapes) >= _MAX_SHAPES or len(set(keys)) != len(keys):
+            return cast("Callable[[dict[str, object]], object]", env["generic"])
+        local = {name: f"w{index}" for index, name in enumerate(keys)}
+        unpack = ", ".join(local.values())
+        lines = [
+            "def shaped(d):",
+            f"    ({unpack},) = d.values()" if keys else "",
+            "    o = _new(_cls)",
+        ]
+        for field in fields:
+            lines += _field_source(cls, field, env, lambda name: local.get(name, "None"))
+        known_keys = cast("frozenset[str]", env["_KNOWN"])
+        extra = ", ".join(f"{k!r}: {local[k]}" for k in keys if k not in known_keys)
+        lines += [
+            f"    _set_extra(o, _proxy({{{extra}}}))" if extra else "    _set_extra(o, _EMPTY)",
+            "    _set_raw(o, _proxy(d))",
+            "    return o",
+        ]
+        found = _compile(lines, cls, "shaped", dict(env))
+        shapes[keys] = found
+        return found
+
+    env["_shapes"] = shapes
+    env["_specialise"] = specialise
+    env["_tuple"] = tuple
+    dispatch = [
+        "def structure(d):",
+        "    if d.__class__ is not _dict:",
+        "        raise RecordDecodeError('', 'expected an object')",
+        "    keys = _tuple(d)",
+        "    shaped = _shapes.get(keys)",
+        "    if shaped is None:",
+        "        shaped = _specialise(keys)",
+        "    return shaped(d)",
+    ]
+    function = cast("Callable[[object], M]", _compile(dispatch, cls, "structure", env))
+    _functions[cls] = function
+    return function
+
+
+def _compile(
+    lines: list[str], cls: type, name: str, env: dict[str, object]
+) -> Callable[[dict[str, object]], object]:
+    source = "\n".join(lines)
+    exec(compile(source, f"<makini {name} {cls.__name__}>", "exec"), env)  # noqa: S102 - our own generated source
+    return cast("Callable[[dict[str, object]], object]", env[name])
+
+
+def decode(data: object, cls: type[M], path: str = "") -> M:
+    """Structure one decoded JSON object into ``cls``.
+
+    Raises:
+        RecordDecodeError: A known field has the wrong type; ``path`` says where.
+    """
+    try:
+        return structure_function(cls)(data)
+    except RecordDecodeError as exc:
+        raise exc.under(path) from None
+
+
+def decode_list(data: object, cls: type[M], path: str = "") -> list[M]:
+    """Structure a JSON array of objects into a list of ``cls``.
+
+    Raises:
+        RecordDecodeError: An item does not fit ``cls``; ``path`` says where (``[3].dueAt``).
+    """
+    if data.__class__ is not list:
+        raise RecordDecodeError(path, "expected a list")
+    function = structure_function(cls)
+    items = cast("list[object]", data)
+    try:
+        return [function(item) for item in items]
+    except RecordDecodeError:
+        pass
+    for index, item in enumerate(items):
+        try:
+            function(item)
+        except RecordDecodeError as exc:
+            raise exc.under(f"{path}[{index}]") from None
+    raise AssertionError  # pragma: no cover
+
+
+# -- encoding write bodies -------------------------------------------------------------------
+
+
+def _encode_value(value: object) -> JSON:  # noqa: PLR0911 - one return per type
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        text = aware.astimezone(UTC).isoformat()
+        return text.removesuffix("+00:00") + "Z"
+    if isinstance(value, Decimal):
+        # Integral values go as JSON integers (Laravel's `integer` rule refuses "90"); others as
+        # strings, which keep every digit (Makini types amounts as strings).
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, Enum):
+        return cast("JSON", value.value)
+    if isinstance(value, Mapping):
+        return {str(k): _encode_value(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_encode_value(v) for v in value]
+    if isinstance(value, Model):
+        return encode_model(value)
+    return cast("JSON", value)
+
+
+def encode(body: Writable) -> dict[str, JSON]:
+    """Turn a write body into its JSON object: only the fields set, under their wire names.
+
+    Returns:
+        The JSON object; ``extra`` is merged in last.
+    """
+    out: dict[str, JSON] = {}
+    for field in attrs.fields(type(body)):
+        if field.name == "extra":
+            continue
+        value = getattr(body, field.name)
+        if value is UNSET:
+            continue
+        out[camel(field.name)] = _encode_value(value)
+    out.update(body.extra)
+    return out
+
+
+def encode_model(record: Model) -> dict[str, JSON]:
+    """Turn a decoded model back into JSON: its raw dict (what the server sent)."""
+    return dict(record.raw)
+
+
+# -- the shared converter --------------------------------------------------------------------
+
+
+_MODELS: set[type] = set()
+_WRITABLES: set[type] = set()
+
+
+def _structure_hook(value: object, cls: type[Model]) -> Model:
+    try:
+        return structure_function(cls)(value)
+    except RecordDecodeError as exc:
+        inner = ValueError(exc.message)
+        inner.__notes__ = [cattrs.AttributeValidationNote(exc.message, exc.path[1:], object)]
+        raise ClassValidationError(str(exc), [inner], cls) from None
+
+
+def _unstructure_hook(value: Writable) -> dict[str, JSON]:
+    return encode(value)
+
+
+def register(classes: Sequence[type]) -> None:
+    """Route the converter's structuring of models and unstructuring of write bodies here.
+
+    Predicate hooks are used so that cattrs never resolves (and rewrites) the annotations the
+    generated functions read.
+    """
+    if not _MODELS and not _WRITABLES:
+        converter.register_structure_hook_func(lambda t: t in _MODELS, _structure_hook)
+        converter.register_unstructure_hook_func(lambda t: t in _WRITABLES, _unstructure_hook)
+    for cls in classes:
+        if attrs.has(cls):
+            if issubclass(cls, Model):
+                _MODELS.add(cls)
+            elif issubclass(cls, Writable):
+                _WRITABLES.add(cls)
