@@ -31,6 +31,7 @@ from ._errors import (
     UpstreamError,
     ValidationError,
 )
+from ._fanout import FanOut, Outcome, OutcomeStatus, fan_out
 from ._pagination import Listing, Page, PageMeta, PaginationError
 from ._registry import Connection, ConnectionRegistry
 from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent, StateChange
@@ -54,6 +55,7 @@ __all__ = [
     "ConnectionRegistry",
     "ConnectionState",
     "EventLoopMismatchError",
+    "FanOut",
     "Filter",
     "FilterOp",
     "IdempotencyConflictError",
@@ -65,6 +67,8 @@ __all__ = [
     "MemoryTokenStore",
     "NotFoundError",
     "OperationNotSupportedError",
+    "Outcome",
+    "OutcomeStatus",
     "Page",
     "PageMeta",
     "PaginationError",
@@ -93,6 +97,7 @@ __all__ = [
     "ValidationError",
     "WebhookPayloadError",
     "WebhookVerificationError",
+    "fan_out",
 ]
 
 

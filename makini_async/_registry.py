@@ -10,13 +10,14 @@ import platform
 import ssl as ssl_module
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 
 import aiohttp
 
 from ._errors import ConnectionNotFoundError, RegistryClosedError
+from ._fanout import FanOut, fan_out
 from ._request import (
     APIResponse,
     Channel,
@@ -52,6 +53,9 @@ _NAMESPACES: weakref.WeakKeyDictionary[Connection, dict[str, Namespace]] = (
 __all__ = ["Connection", "ConnectionRegistry"]
 
 logger: Final = logging.getLogger("makini_async")
+
+T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - the item type of map(items=...)
 
 DEFAULT_BASE_URL: Final = "https://api.makini.io"
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
@@ -680,6 +684,69 @@ class ConnectionRegistry:
         return added
 
     # -- end of the issue 4 block ---------------------------------------------------------------
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[Connection], Awaitable[T]],
+        connections: Iterable[Connection | str] | None = None,
+        *,
+        concurrency: int = 16,
+        per_connection: int = 1,
+    ) -> FanOut[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[Connection, I], Awaitable[T]],
+        connections: Iterable[Connection | str] | None = None,
+        *,
+        items: Iterable[I],
+        concurrency: int = 16,
+        per_connection: int = 1,
+    ) -> FanOut[T]: ...
+
+    def map(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        connections: Iterable[Connection | str] | None = None,
+        *,
+        items: Iterable[object] | None = None,
+        concurrency: int = 16,
+        per_connection: int = 1,
+    ) -> FanOut[T]:
+        """Run ``fn`` for many connections; yield one `Outcome` per job as jobs finish.
+
+        Partial failure is the normal case: each outcome is ok (with its value), skipped (with
+        the reason: e.g. the connection needs reauthorization, found without any I/O) or failed
+        (with the typed error and its request id). Jobs start round-robin across connections, a
+        connection paused by a 429 yields its slot to the others, and closing the iterator (or
+        leaving ``async with``) cancels every running job. See `fan_out`.
+
+        Args:
+            fn: ``async fn(connection)``, or ``async fn(connection, item)`` with ``items``.
+            connections: Connections or their ids (default: every registered connection).
+            items: Run ``fn`` once per connection and item.
+            concurrency: Most jobs running at once.
+            per_connection: Most jobs of one connection running at once.
+
+        Returns:
+            A `FanOut`: an async iterator of `Outcome`, and an async context manager.
+
+        .. versionadded:: 0.1.0
+        """
+        if items is None:
+            return fan_out(
+                self, fn, connections, concurrency=concurrency, per_connection=per_connection
+            )
+        return fan_out(
+            self,
+            fn,
+            connections,
+            items=items,
+            concurrency=concurrency,
+            per_connection=per_connection,
+        )
 
     @property
     def open_sessions(self) -> int:

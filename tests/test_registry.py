@@ -361,3 +361,31 @@ async def test_trace_configs_pass_through(scripted: tuple[ScriptedApp, str]) -> 
     assert starts == ["/one", "/two"]
     # Both connections share the registry's pool: the second request reuses the first socket.
     assert len(created) == 1
+
+
+async def test_map_yields_one_outcome_per_connection(
+    scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
+) -> None:
+    """registry.map runs a job per connection: ok, failed with its typed error, parked skipped."""
+    app, url = scripted
+    registry = make_registry(url)
+    for name in ("ok", "missing", "parked"):
+        registry.add(name, f"tok_{name}")
+    app.by_token["tok_missing"] = error_reply(404, "NOT_FOUND")
+    app.by_token["tok_parked"] = error_reply(401, "REAUTHORIZATION_REQUIRED")
+    with pytest.raises(m.ReauthorizationRequiredError):
+        await registry["parked"].request("GET", "/x")
+    sent = len(app.seen)
+
+    async def job(conn: m.Connection) -> int:
+        return (await conn.request("GET", "/api/eam/assets")).status
+
+    async with registry.map(job) as outcomes:
+        results = {o.connection_id: o async for o in outcomes}
+    assert results["ok"].ok
+    assert results["ok"].value == 200
+    assert results["missing"].failed
+    assert isinstance(results["missing"].error, m.NotFoundError)
+    assert results["missing"].request_id == "req_e"
+    assert results["parked"].skipped
+    assert len(app.seen) == sent + 2

@@ -1,0 +1,44 @@
+"""Incremental sync: every record changed since the last run, for every connection, in a store.
+
+::
+
+    async with ConnectionRegistry() as registry, SQLiteStore("sync.db") as store:
+        for row in customers:
+            registry.add(row.id, row.token)
+        summary = await sync(registry, ["work-orders", "assets"], store)
+        for failed in summary.failed:
+            print(failed.connection_id, failed.entity, failed.error_code, failed.request_id)
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from ._jsonl import JsonLinesStore
+from ._sqlite import SQLiteStore, table_name
+from ._store import Row, Store, StoreError
+from ._sync import (
+    ENTITIES,
+    EntityResult,
+    Progress,
+    SyncSummary,
+    entities_from,
+    resolve_entity,
+    sync,
+)
+
+__all__ = [
+    "ENTITIES",
+    "EntityResult",
+    "JsonLinesStore",
+    "Progress",
+    "Row",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "SyncSummary",
+    "entities_from",
+    "resolve_entity",
+    "sync",
+    "table_name",
+]

@@ -1,0 +1,95 @@
+"""The store protocol that `sync` writes to, the record it writes, and the store's error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from makini_async._errors import MakiniError
+
+__all__ = ["Row", "Store", "StoreError"]
+
+
+class StoreError(MakiniError):
+    """The store cannot be used: locked by another process, corrupt, unreadable or unwritable.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@attrs.frozen
+class Row:
+    """One record as a store keeps it.
+
+    Attributes:
+        key: The record's key (unique per connection and entity).
+        updated_at: Its ``updatedAt`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sorts as text), or None.
+        deleted_at: Its ``deletedAt`` in the same form when it is soft-deleted, else None.
+        data: The record's JSON object, unknown fields included.
+
+    .. versionadded:: 0.1.0
+    """
+
+    key: str
+    updated_at: str | None
+    deleted_at: str | None
+    data: Mapping[str, object] = attrs.field(repr=False)
+
+    @property
+    def deleted(self) -> bool:
+        """True when the record is soft-deleted at the source."""
+        return self.deleted_at is not None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where `sync` keeps records and watermarks; plug your own by implementing these methods.
+
+    Implementations must make `write` atomic: either every row and the new watermark are
+    stored, or none of them (a crash in the middle must not leave a watermark past records that
+    were not written). Rows are keyed by ``(connection, entity, key)``: writing a key again
+    replaces the stored row.
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def open(self) -> None:
+        """Prepare the store (create files and tables); called once before any other method.
+
+        Raises:
+            StoreError: The store is locked, corrupt or unusable.
+        """
+        ...
+
+    async def watermark(self, connection_id: str, entity: str) -> str | None:
+        """The stored watermark (an ``updatedAt`` in `Row` form), or None before the first sync.
+
+        Raises:
+            StoreError: The store failed.
+        """
+        ...
+
+    async def write(
+        self, connection_id: str, entity: str, rows: Sequence[Row], watermark: str | None
+    ) -> int:
+        """Store the rows and then the watermark, atomically.
+
+        Args:
+            connection_id: The connection the rows belong to.
+            entity: The entity, e.g. ``eam/work-orders``.
+            rows: The rows to upsert.
+            watermark: The new watermark (None: leave it).
+
+        Returns:
+            How many rows were new or different from the stored ones.
+
+        Raises:
+            StoreError: The store failed; nothing was stored.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and close the store (idempotent)."""
+        ...

@@ -1,0 +1,528 @@
+"""`sync`: pull what changed since the last run, for every connection and entity, into a store.
+
+For one connection and entity the records are listed in ascending ``updatedAt`` order, filtered
+to ``updatedAt`` after a *cursor*. After each page the rows and the new watermark (the page's
+largest ``updatedAt``) go to the store in one atomic write; only then is the next page asked
+for. The next page is asked for with the cursor moved up to just before that watermark and
+``page=1`` again, rather than ``page=n+1``: records updated while we page move to the end of the
+ordering, and with plain page numbers they would shift the others back so that one is skipped.
+Only when a whole page shares one second (more records than a page in one second) do the page
+numbers go up under the same cursor. Every run starts ``overlap`` before the stored watermark,
+so that records which reach Makini late with an older ``updatedAt`` are still seen; what is read
+twice is written once, because rows are keyed by ``(connection, key)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final, Literal
+
+import attrs
+
+from makini_async._errors import MakiniError, ResponseDecodeError
+from makini_async._fanout import Outcome, OutcomeStatus, fan_out
+
+from ._store import Row, Store
+
+if TYPE_CHECKING:
+    from makini_async._registry import Connection, ConnectionRegistry
+
+__all__ = [
+    "ENTITIES",
+    "EntityResult",
+    "Progress",
+    "SyncSummary",
+    "entities_from",
+    "resolve_entity",
+    "sync",
+]
+
+_COLLECTIONS: Final = {
+    "eam": (
+        "accounts asset-templates assets assets-downtime companies customers documents "
+        "inventories labors locations materials meter-readings meters organizations pm "
+        "purchase-orders purchase-orders.line-items return-orders service-requests sites stocks "
+        "storerooms teams users vendors work-orders"
+    ),
+    "erp": (
+        "accounts bom companies currencies customers exchange-rates fulfillments inventories "
+        "invoices labors locations materials organizations production-orders products projects "
+        "purchase-orders purchase-orders.line-items purchase-requisitions receipts receiving "
+        "return-orders rfq sales-orders sites stock-transfers stocks storerooms taxes teams users "
+        "vendors"
+    ),
+    "wms": (
+        "accounts companies currencies customers fulfillments groups inventories labors "
+        "locations materials organizations products purchase-orders purchase-orders.line-items "
+        "return-orders sales-orders shipment-orders sites stock-adjustments stock-transfers "
+        "stocks storerooms teams users vendors"
+    ),
+}
+
+#: Every entity `sync` knows, as ``domain/name`` (e.g. ``eam/work-orders``).
+ENTITIES: Final[frozenset[str]] = frozenset(
+    f"{domain}/{name}" for domain, names in _COLLECTIONS.items() for name in names.split()
+)
+_MAX_PER_PAGE: Final = 500
+_ONE_SECOND: Final = timedelta(seconds=1)
+_STAMP: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+_WIRE: Final = "%Y-%m-%dT%H:%M:%SZ"
+_SAFE_KEY: Final = re.compile(r"\S")
+_CANONICAL: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def resolve_entity(name: str) -> str:
+    """Turn ``work-orders`` or ``erp/sales-orders`` into the ``domain/name`` form `sync` uses.
+
+    A bare name is looked up in EAM first, then ERP, then WMS.
+
+    Args:
+        name: The entity name.
+
+    Returns:
+        The entity as ``domain/name``.
+
+    Raises:
+        ValueError: No such entity.
+
+    .. versionadded:: 0.1.0
+    """
+    cleaned = name.strip().strip("/").lower().removeprefix("api/")
+    if "/" in cleaned:
+        if cleaned in ENTITIES:
+            return cleaned
+    else:
+        for domain in _COLLECTIONS:
+            if f"{domain}/{cleaned}" in ENTITIES:
+                return f"{domain}/{cleaned}"
+    raise ValueError(
+        f"Unknown entity {name!r}; use a name such as work-orders, assets, purchase-orders "
+        "or erp/sales-orders."
+    )
+
+
+@attrs.frozen
+class Progress:
+    """A step of a running sync, for progress displays.
+
+    Attributes:
+        connection_id: The connection.
+        entity: The entity (``domain/name``).
+        records: Records received so far for this connection and entity.
+        pages: Pages received so far.
+        done: True on the last event of this connection and entity.
+        error: The failure, in a few words, when it failed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    connection_id: str
+    entity: str
+    records: int
+    pages: int
+    done: bool = False
+    error: str | None = None
+
+
+@attrs.frozen
+class EntityResult:
+    """How one connection's entity went.
+
+    Attributes:
+        connection_id: The connection.
+        entity: The entity (``domain/name``).
+        status: ``"ok"``, ``"failed"`` or ``"skipped"``.
+        records: Records received (records read twice at a page boundary count once).
+        changed: Records that were new or different in the store.
+        deleted: Soft-deleted records among those received.
+        pages: Pages received.
+        watermark: The stored watermark afterwards.
+        error_code: Makini's error code when it failed (or the error class when it has none).
+        request_id: The failed request's id.
+        reason: Why it failed or was skipped, in a sentence.
+
+    .. versionadded:: 0.1.0
+    """
+
+    connection_id: str
+    entity: str
+    status: Literal["ok", "failed", "skipped"]
+    records: int = 0
+    changed: int = 0
+    deleted: int = 0
+    pages: int = 0
+    watermark: str | None = None
+    error_code: str | None = None
+    request_id: str | None = None
+    reason: str | None = None
+
+
+@attrs.define
+class SyncSummary:
+    """What a `sync` did, per connection and entity.
+
+    Attributes:
+        results: One `EntityResult` per connection and entity, in the order they finished.
+        seconds: How long the sync took.
+
+    .. versionadded:: 0.1.0
+    """
+
+    results: list[EntityResult] = attrs.Factory(list)
+    seconds: float = 0.0
+
+    @property
+    def records(self) -> int:
+        """Records received in all."""
+        return sum(r.records for r in self.results)
+
+    @property
+    def changed(self) -> int:
+        """Records new or changed in the store, in all."""
+        return sum(r.changed for r in self.results)
+
+    @property
+    def failed(self) -> list[EntityResult]:
+        """The results that failed or were skipped."""
+        return [r for r in self.results if r.status != "ok"]
+
+    @property
+    def failed_connections(self) -> list[str]:
+        """The connections with at least one failed or skipped entity, sorted."""
+        return sorted({r.connection_id for r in self.failed})
+
+    @property
+    def ok(self) -> bool:
+        """True when every connection and entity synced."""
+        return not self.failed
+
+    def by_entity(self) -> dict[str, list[EntityResult]]:
+        """The results grouped by entity.
+
+        Returns:
+            Entity → its results.
+        """
+        grouped: dict[str, list[EntityResult]] = {}
+        for result in self.results:
+            grouped.setdefault(result.entity, []).append(result)
+        return grouped
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_STAMP)
+
+
+def _normalise(value: object) -> str | None:
+    """An ISO-8601 time as a `Row` stamp; the API's own ``...:SSZ`` form takes a fast path."""
+    if isinstance(value, str) and _CANONICAL.fullmatch(value):
+        return f"{value[:19]}.000000Z"
+    moment = _parse_time(value)
+    return None if moment is None else _stamp(moment)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _field(record: Mapping[str, object], name: str) -> object:
+    value = record.get(name)
+    return record.get(f"_{name}") if value is None else value
+
+
+@attrs.define
+class _Job:
+    """One connection and entity being synced."""
+
+    connection: Connection
+    entity: str
+    path: str
+    records: int = 0
+    changed: int = 0
+    deleted: int = 0
+    pages: int = 0
+    watermark: str | None = None
+
+
+class _Syncer:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        per_page: int,
+        overlap: timedelta,
+        since_param: Literal["filter", "modified_after"],
+        on_progress: Callable[[Progress], object] | None,
+    ) -> None:
+        self.store = store
+        self.per_page = per_page
+        self.overlap = overlap
+        self.since_param = since_param
+        self.on_progress = on_progress
+        self.jobs: dict[tuple[str, str], _Job] = {}
+
+    def _params(self, cursor: datetime | None, page: int) -> list[tuple[str, object]]:
+        params: list[tuple[str, object]] = [
+            ("sort[updatedAt]", "0"),
+            ("per_page", self.per_page),
+            ("page", page),
+        ]
+        if cursor is not None:
+            wire = cursor.strftime(_WIRE)
+            name = "modified_after" if self.since_param == "modified_after" else None
+            params.append((name or "filter[updatedAt:gt]", wire))
+        return params
+
+    def _rows(self, job: _Job, body: object) -> tuple[list[Row], bool]:
+        if not isinstance(body, dict):
+            raise ResponseDecodeError(f"The list of {job.entity} is not a JSON object.")
+        data, meta = body.get("data"), body.get("meta")
+        if not isinstance(data, list):
+            raise ResponseDecodeError(f"The list of {job.entity} has no `data` array.")
+        rows: list[Row] = []
+        for record in data:
+            key = record.get("key") if isinstance(record, dict) else None
+            if not isinstance(key, str) or not _SAFE_KEY.search(key):
+                raise ResponseDecodeError(f"A record of {job.entity} has no string `key`.")
+            updated = _normalise(_field(record, "updatedAt"))
+            deleted = _normalise(_field(record, "deletedAt"))
+            rows.append(Row(key, updated, deleted, record))
+        last = True
+        if isinstance(meta, dict):
+            current, last_page = meta.get("current_page"), meta.get("last_page")
+            if isinstance(current, int) and isinstance(last_page, int):
+                last = current >= last_page
+        return rows, last or not data
+
+    async def run(self, connection: Connection, entity: str) -> EntityResult:
+        job = _Job(connection, entity, f"/api/{entity}")
+        self.jobs[connection.id, entity] = job
+        stored = await self.store.watermark(connection.id, entity)
+        job.watermark = stored
+        start = _parse_time(stored)
+        cursor = None if start is None else start - max(self.overlap, _ONE_SECOND)
+        page = 1
+        # Keys (and their updatedAt) already read above the cursor: read again after a restart.
+        above: dict[str, str | None] = {}
+        ordered = True  # the server honours sort[updatedAt]; else the watermark waits for the end
+        highest = ""
+        expect_from = ""  # the smallest updatedAt the next page may start with, when sorted
+        # A page's write overlaps the next page's request; writes land in order (one store
+        # thread), and each carries the watermark its own rows allow.
+        pending: asyncio.Future[None] | None = None
+        try:
+            while True:
+                response = await connection.request(
+                    "GET", job.path, params=self._params(cursor, page)
+                )
+                rows, last = self._rows(job, response.data)
+                job.pages += 1
+                fresh = [row for row in rows if above.get(row.key, "") != row.updated_at]
+                stamps = [row.updated_at for row in rows if row.updated_at is not None]
+                if ordered and (stamps != sorted(stamps) or (stamps and stamps[0] < expect_from)):
+                    ordered = False
+                top = max(stamps) if stamps else None
+                highest = max(highest, top or "")
+                ready = highest if ordered or last else ""
+                watermark = ready if ready and ready > (job.watermark or "") else None
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(self._write(job, fresh, watermark))
+                if last:
+                    break
+                seen = {**above, **{row.key: row.updated_at for row in rows}}
+                moved = _parse_time(top) if ordered else None
+                if moved is not None:
+                    moved = (moved - _ONE_SECOND).replace(microsecond=0)
+                # Restart only when that skips part of this page (else: a page of ties).
+                restart = moved is not None and _stamp(moved) >= stamps[0]
+                if moved is not None and restart and (cursor is None or moved > cursor):
+                    cursor, page = moved, 1
+                    expect_from = _stamp(moved)
+                    above = {k: u for k, u in seen.items() if u is not None and u > expect_from}
+                else:
+                    page += 1
+                    above = seen
+                    expect_from = top or expect_from
+            await pending
+        finally:
+            if pending is not None and not pending.done():
+                # Let the write in flight land (it is atomic either way) before giving up.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await pending
+        return EntityResult(
+            connection_id=connection.id,
+            entity=entity,
+            status="ok",
+            records=job.records,
+            changed=job.changed,
+            deleted=job.deleted,
+            pages=job.pages,
+            watermark=job.watermark,
+        )
+
+    async def _write(self, job: _Job, rows: list[Row], watermark: str | None) -> None:
+        job.changed += await self.store.write(job.connection.id, job.entity, rows, watermark)
+        if watermark is not None and watermark > (job.watermark or ""):
+            job.watermark = watermark
+        job.records += len(rows)
+        job.deleted += sum(1 for row in rows if row.deleted)
+        self._report(job)
+
+    def _report(self, job: _Job, *, done: bool = False, error: str | None = None) -> None:
+        if self.on_progress is not None:
+            self.on_progress(
+                Progress(job.connection.id, job.entity, job.records, job.pages, done, error)
+            )
+
+    def result(self, outcome: Outcome[EntityResult]) -> EntityResult:
+        entity = str(outcome.item)
+        if outcome.status is OutcomeStatus.OK and outcome.value is not None:
+            job = self.jobs.pop((outcome.connection_id, entity), None)
+            if job is not None:
+                self._report(job, done=True)
+            return outcome.value
+        job = self.jobs.pop((outcome.connection_id, entity), None)
+        error = outcome.error
+        code = outcome.code or (type(error).__name__ if error is not None else None)
+        reason = outcome.reason or "failed"
+        if error is not None:
+            reason = _describe(error)
+        result = EntityResult(
+            connection_id=outcome.connection_id,
+            entity=entity,
+            status="skipped" if outcome.status is OutcomeStatus.SKIPPED else "failed",
+            records=job.records if job else 0,
+            changed=job.changed if job else 0,
+            deleted=job.deleted if job else 0,
+            pages=job.pages if job else 0,
+            watermark=job.watermark if job else None,
+            error_code=code,
+            request_id=outcome.request_id,
+            reason=reason,
+        )
+        if job is not None:
+            self._report(job, done=True, error=code or reason)
+        elif self.on_progress is not None:
+            self.on_progress(Progress(outcome.connection_id, entity, 0, 0, done=True, error=reason))
+        return result
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, MakiniError):
+        message = getattr(error, "message", None) or str(error)
+        code = getattr(error, "code", None)
+        text = f"{code}: {message}" if code else f"{type(error).__name__}: {message}"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+async def sync(
+    registry: ConnectionRegistry,
+    entities: Iterable[str],
+    store: Store,
+    *,
+    connections: Iterable[Connection | str] | None = None,
+    concurrency: int = 8,
+    per_connection: int = 1,
+    per_page: int = _MAX_PER_PAGE,
+    overlap: timedelta = timedelta(minutes=5),
+    since_param: Literal["filter", "modified_after"] = "filter",
+    on_progress: Callable[[Progress], object] | None = None,
+) -> SyncSummary:
+    """Pull every record changed since the last run, for each connection and entity, into a store.
+
+    Connections are worked on fairly and concurrently (see `fan_out`); a connection that fails
+    or must be reauthorized is reported in the summary and never stops the others. The store's
+    watermark for a connection and entity moves only after the records below it are written,
+    so a crash or a cancellation at any point loses nothing: the next run resumes from there,
+    and rows are keyed by ``(connection, key)`` so nothing is stored twice. Soft-deleted records
+    (``deletedAt`` set) are stored with ``deleted_at``.
+
+    The store is opened if needed and left open; close it yourself (``async with store``).
+
+    Args:
+        registry: The registry holding the connections.
+        entities: Entity names, e.g. ``["work-orders", "assets", "erp/sales-orders"]``.
+        store: Where records and watermarks go, e.g. `SQLiteStore` or `JsonLinesStore`.
+        connections: Connections or ids to sync (default: every registered connection).
+        concurrency: Most connections and entities synced at once.
+        per_connection: Most entities of one connection synced at once.
+        per_page: Records per page (1 to 500).
+        overlap: How far before the stored watermark each run starts reading again.
+        since_param: ``"filter"`` sends ``filter[updatedAt:gt]=``; ``"modified_after"`` sends
+            Makini's FAQ alias ``modified_after=``.
+        on_progress: Called with a `Progress` after every page and when each entity ends.
+
+    Returns:
+        The `SyncSummary`.
+
+    Raises:
+        ValueError: An unknown entity, or an argument out of range.
+        StoreError: The store cannot be opened.
+
+    .. versionadded:: 0.1.0
+    """
+    names = list(dict.fromkeys(resolve_entity(name) for name in entities))
+    if not names:
+        raise ValueError("Give at least one entity to sync, e.g. work-orders.")
+    if type(per_page) is not int or not 1 <= per_page <= _MAX_PER_PAGE:
+        raise ValueError(f"per_page must be an int from 1 to {_MAX_PER_PAGE}, got {per_page!r}")
+    if overlap < timedelta(0):
+        raise ValueError("overlap must not be negative")
+    await store.open()
+    syncer = _Syncer(
+        store,
+        per_page=per_page,
+        overlap=overlap,
+        since_param=since_param,
+        on_progress=on_progress,
+    )
+    summary = SyncSummary()
+    started = time.monotonic()
+    async with fan_out(
+        registry,
+        syncer.run,
+        connections,
+        items=names,
+        concurrency=concurrency,
+        per_connection=per_connection,
+    ) as outcomes:
+        async for outcome in outcomes:
+            summary.results.append(syncer.result(outcome))
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def entities_from(text: str | Sequence[str]) -> list[str]:
+    """Split ``"work-orders,assets"`` (or a list of such strings) into resolved entity names.
+
+    Args:
+        text: Comma-separated names, or a list of them.
+
+    Returns:
+        The resolved entities, without duplicates, in the order given.
+
+    Raises:
+        ValueError: An unknown or empty entity name.
+
+    .. versionadded:: 0.1.0
+    """
+    parts = [text] if isinstance(text, str) else list(text)
+    names = [piece.strip() for part in parts for piece in part.split(",") if piece.strip()]
+    if not names:
+        raise ValueError("Give at least one entity, e.g. --entities work-orders,assets.")
+    return list(dict.fromkeys(resolve_entity(name) for name in names))
