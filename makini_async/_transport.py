@@ -61,12 +61,14 @@ def _positive_or_none(
 class Timeouts:
     """Timeouts for one attempt of a request, in seconds (None means no limit).
 
-    Makini proxies to the customer's own system, which can be slow: reads get a minute by default.
+    Makini proxies to the customer's own system, which can be slow: the answer gets a minute by
+    default. An attempt is given ``connect + read`` seconds in all (waiting for a pooled
+    connection included), and never more than ``total``.
 
     Args:
-        connect: Opening the TCP/TLS connection, pool wait excluded.
-        read: The longest silence between two reads of the response.
-        total: One whole attempt, from pool wait to the last body byte.
+        connect: Opening the TCP/TLS connection.
+        read: The server's whole answer: its headers and the complete body.
+        total: The hard cap on one attempt, from pool wait to the last body byte.
         pool: Waiting for a free connection in the shared pool.
 
     .. versionadded:: 0.1.0
@@ -78,12 +80,21 @@ class Timeouts:
     pool: float | None = attrs.field(default=30.0, validator=_positive_or_none)
 
     def _client_timeout(self, total: float | None = None) -> aiohttp.ClientTimeout:
-        if total is None:
-            total = self.total
-        elif self.total is not None:
-            total = min(total, self.total)
+        # One timer per attempt: aiohttp's sock_read would re-arm a timer on every chunk received,
+        # which costs more per request than all of makini_async's own layers.
+        limits = [
+            limit
+            for limit in (
+                total,
+                self.total,
+                None if self.read is None else self.read + (self.connect or 0.0),
+            )
+            if limit is not None
+        ]
         return aiohttp.ClientTimeout(
-            total=total, connect=self.pool, sock_connect=self.connect, sock_read=self.read
+            total=min(limits) if limits else None,
+            connect=self.pool,
+            sock_connect=self.connect,
         )
 
 

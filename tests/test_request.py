@@ -216,7 +216,7 @@ class TestDeadlines:
         url = await raw_server(silent)
         conn = make_registry(url, retry=RetryPolicy(attempts=2, base=0, cap=0)).add("c", "t")
         with pytest.raises(m.RequestTimeoutError):
-            await conn.request("GET", "/x", timeout=Timeouts(read=0.1))
+            await conn.request("GET", "/x", timeout=Timeouts(connect=0.1, read=0.1))
         assert len(arrivals) == 2
 
     async def test_deadline_stops_retrying(

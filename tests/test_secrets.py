@@ -423,7 +423,7 @@ class TestTransportFailuresDoNotLeak:
 
         registry = make_registry(await raw_server(handler), retry=m.RetryPolicy.no_retries())
         conn = registry.add("c1", canary)
-        error = await failure(conn.request("GET", "/x", timeout=m.Timeouts(read=0.2)))
+        error = await failure(conn.request("GET", "/x", timeout=m.Timeouts(connect=0.1, read=0.2)))
         assert isinstance(error, m.RequestTimeoutError)
         assert_no_leak(canary, records=logs.records, error=error, objects=[registry, conn])
 

@@ -563,7 +563,7 @@ class TestBrokenBodies:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(read=2.0),
+            timeouts=m.Timeouts(connect=0.5, read=2.0),
         )
         error = await fails(registry.add("c1", TOKEN).request("GET", "/x"), m.TransportError)
         assert not isinstance(error, m.RequestTimeoutError)
@@ -598,7 +598,8 @@ class TestNeverAnswers:
         loop = asyncio.get_running_loop()
         started = loop.time()
         error = await fails(
-            conn.request("GET", "/stall", timeout=m.Timeouts(read=0.2)), m.RequestTimeoutError
+            conn.request("GET", "/stall", timeout=m.Timeouts(connect=0.1, read=0.2)),
+            m.RequestTimeoutError,
         )
         assert loop.time() - started < 2.0
         assert isinstance(error, TimeoutError)
@@ -867,7 +868,7 @@ class TestProtocolGarbage:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(read=2.0),
+            timeouts=m.Timeouts(connect=0.5, read=2.0),
         )
         error = await fails(registry.add("c1", TOKEN).request("GET", "/x"), m.TransportError)
         assert not isinstance(error, m.RequestTimeoutError | m.ConnectError)
@@ -887,7 +888,7 @@ class TestProtocolGarbage:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(read=2.0),
+            timeouts=m.Timeouts(connect=0.5, read=2.0),
         )
         result = await outcome(registry.add("c1", TOKEN).request("GET", "/x"))
         if isinstance(result, m.MakiniError):
@@ -938,7 +939,7 @@ class TestProtocolGarbage:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(read=2.0),
+            timeouts=m.Timeouts(connect=0.5, read=2.0),
         )
         result = await outcome(registry.add("c1", TOKEN).request("GET", "/x"))
         if isinstance(result, m.MakiniError):
