@@ -367,3 +367,30 @@ def test_aware_datetime_param_is_utc() -> None:
     from makini_async._request import _param_value
 
     assert _param_value("k", datetime(2026, 5, 1, 12, tzinfo=UTC)) == "2026-05-01T12:00:00Z"
+
+
+class TestTimeoutBudget:
+    @pytest.mark.parametrize(
+        ("timeouts", "remaining", "expected"),
+        [
+            (Timeouts(), None, 70.0),
+            (Timeouts(connect=1, read=2, total=10), None, 3.0),
+            (Timeouts(connect=5, read=60, total=20), None, 20.0),
+            (Timeouts(connect=None, read=4, total=None), None, 4.0),
+            (Timeouts(read=None, total=None), None, None),
+            (Timeouts(), 0.5, 0.5),
+        ],
+    )
+    def test_one_timer_per_attempt(
+        self, timeouts: Timeouts, remaining: float | None, expected: float | None
+    ) -> None:
+        """An attempt gets connect + read seconds, capped by total and by the call's deadline."""
+        client_timeout = timeouts._client_timeout(remaining)
+        assert client_timeout.total == expected
+        assert client_timeout.sock_read is None
+        assert client_timeout.sock_connect == timeouts.connect
+
+    def test_bad_timeouts(self) -> None:
+        """Zero or negative timeouts are refused when built."""
+        with pytest.raises(ValueError, match=r"Timeouts\.read"):
+            Timeouts(read=0)
