@@ -69,7 +69,15 @@ class Model:
     """
 
     extra: Mapping[str, JSON] = attrs.field(default=EMPTY, hash=False, repr=False)
-    raw: Mapping[str, JSON] = attrs.field(default=EMPTY, eq=False, hash=False, repr=False)
+    # The decoded dict itself (the argument ``raw``); `raw` wraps it read-only when asked, so that
+    # decoding a record allocates no proxy for it.
+    _raw: Mapping[str, JSON] = attrs.field(default=EMPTY, eq=False, hash=False, repr=False)
+
+    @property
+    def raw(self) -> Mapping[str, JSON]:
+        """The record exactly as decoded from JSON, read-only."""
+        raw = self._raw
+        return raw if raw.__class__ is MappingProxyType else MappingProxyType(raw)
 
 
 @attrs.frozen(slots=True, kw_only=True)

@@ -6,9 +6,12 @@ inline only when the record carries a value, and set the slots directly: no per-
 reflection and no per-field dispatch. Records of one endpoint share a key layout, so each layout
 seen (up to ``_MAX_SHAPES`` per model) gets its own function that unpacks ``d.values()`` by
 position instead of looking every key up, and knows its unknown keys in advance; any other
-layout takes the generic function, which looks keys up with ``dict.get``. The functions are also
-registered as hooks on the shared cattrs converter, so that ``converter.structure(data,
-WorkOrder)`` takes the same path.
+layout takes the generic function, which looks keys up with ``dict.get``. The first layout
+seen is compiled into the structure function itself (one call per record, not two). Records are
+built on a mutable twin of the frozen class (`_builder`) with plain attribute stores, then turned
+into the class by assigning ``__class__``; ``raw`` keeps the decoded dict and wraps it read-only on
+access. The functions are also registered as hooks on the shared cattrs converter, so that
+``converter.structure(data, WorkOrder)`` takes the same path.
 
 Decoding rules, for forward compatibility: unknown fields land in ``extra``; a level or status
 outside the known set stays a string; numbers may arrive as numeric strings; timestamps become
@@ -254,6 +257,44 @@ _SIMPLE: Final[dict[str, tuple[str, str]]] = {
     "int | None": ("v.__class__ is not int", "_int"),
     "bool | None": ("v.__class__ is not bool", "_bool"),
 }
+_INLINE: Final[dict[str, str]] = {
+    # Converted inline (``{path}`` is the field's path), the common case first; the converter
+    # functions handle the rest.
+    "datetime | None": (
+        # fromisoformat takes the common forms; {} reads as unset.
+        "    if v is not None:\n"
+        "        if v.__class__ is str:\n"
+        "            try:\n                v = _fromiso(v)\n"
+        "            except ValueError:\n"
+        "                v = _dt(v, {path})\n"
+        "            else:\n"
+        "                if v.tzinfo is None:\n                    v = v.replace(tzinfo=_UTC)\n"
+        "        elif v.__class__ is dict and not v:\n            v = None\n"
+        "        else:\n            v = _dt(v, {path})"
+    ),
+    "Decimal | None": (
+        # A plain numeric string (no NaN/Infinity) is the common case; {} reads as unset.
+        "    if v is not None:\n"
+        "        if v.__class__ is str and 'n' not in v and 'N' not in v:\n"
+        "            try:\n                v = _Decimal(v)\n"
+        "            except _InvalidOperation:\n                v = _num(v, {path})\n"
+        "        elif v.__class__ is dict and not v:\n            v = None\n"
+        "        else:\n            v = _num(v, {path})"
+    ),
+    "int | None": (
+        # Numeric strings of ASCII digits are the common non-int case.
+        "    if v.__class__ is not int and v is not None:\n"
+        "        if v.__class__ is str and v.isdigit() and v.isascii():\n"
+        "            v = _int_of(v)\n"
+        "        else:\n            v = _int(v, {path})"
+    ),
+    "tuple[str, ...]": (
+        "    if v is None or v == _EMPTY_LIST:\n        v = ()\n"
+        "    elif v.__class__ is list and _only_str(map(_type, v)):\n        v = tuple(v)\n"
+        "    elif v.__class__ is str:\n        v = (v,)\n"
+        "    else:\n        v = _keys(v, {path})"
+    ),
+}
 _NESTED_ONE: Final = re.compile(r"^(\w+) \| None$")
 _OPEN_ENUM: Final = re.compile(r"^(\w+) \| str \| None$")
 _NESTED_MANY: Final = re.compile(r"^tuple\[(\w+), \.\.\.\]$")
@@ -285,41 +326,25 @@ def _field_source(
     field: attrs.Attribute[object],
     env: dict[str, object],
     source: Callable[[str], str] = _by_get,
+    *,
+    direct: bool = False,
 ) -> list[str]:
-    """The lines that read, convert and set one field; ``source`` says where a wire name is."""
+    """The lines that read, convert and set one field; ``source`` says where a wire name is.
+
+    ``direct`` sets the slot with a plain attribute store (on a `_builder` instance) instead of
+    calling its descriptor.
+    """
     annotation = str(field.type)  # the generated models keep annotations as strings
     names = _wire_names(cls, field.name)
     path = "." + names[0]
-    first, *others = (source(name) for name in names)
+    first, *others = sources = [source(name) for name in names]
+    if all(text == "None" for text in sources):  # a layout without the field: nothing to read
+        empty = annotation == "tuple[str, ...]" or _NESTED_MANY.match(annotation)
+        return [_store(field.name, "()" if empty else "None", direct=direct)]
     lines = [f"    v = {first}"]
     lines += [f"    if v is None:\n        v = {other}" for other in others if other != "None"]
-    if annotation == "datetime | None":
-        # Inlined: fromisoformat takes the common forms; anything else goes the slow way.
-        lines.append(
-            "    if v is not None:\n"
-            "        if v.__class__ is str:\n"
-            "            try:\n                v = _fromiso(v)\n"
-            "            except ValueError:\n"
-            f"                v = _dt(v, {path!r})\n"
-            "            else:\n"
-            "                if v.tzinfo is None:\n                    v = v.replace(tzinfo=_UTC)\n"
-            f"        else:\n            v = _dt(v, {path!r})"
-        )
-    elif annotation == "Decimal | None":
-        # Inlined: a plain numeric string (no NaN/Infinity) is the common case.
-        lines.append(
-            "    if v is not None:\n"
-            "        if v.__class__ is str and 'n' not in v and 'N' not in v:\n"
-            "            try:\n                v = _Decimal(v)\n"
-            f"            except _InvalidOperation:\n                v = _num(v, {path!r})\n"
-            f"        else:\n            v = _num(v, {path!r})"
-        )
-    elif annotation == "tuple[str, ...]":
-        lines.append(
-            "    if v is None or v == _EMPTY_LIST:\n        v = ()\n"
-            "    elif v.__class__ is list and _only_str(map(_type, v)):\n        v = tuple(v)\n"
-            f"    else:\n        v = _keys(v, {path!r})"
-        )
+    if annotation in _INLINE:
+        lines.append(_INLINE[annotation].format(path=repr(path)))
     elif annotation in _SIMPLE:
         check, function = _SIMPLE[annotation]
         # The expected type is the common case: test it first, None second.
@@ -340,11 +365,11 @@ def _field_source(
         function = f"_f_{match.group(1)}"
         env[function] = structure_function(_resolve(cls, match.group(1)))
         lines.append(
-            "    if v is None or v == _EMPTY_LIST:\n        v = ()\n"
-            "    elif v.__class__ is list:\n"
-            f"        try:\n            v = tuple([{function}(x) for x in v])\n"
+            "    if v.__class__ is list and v:\n"
+            f"        try:\n            v = tuple(map({function}, v))\n"
             "        except RecordDecodeError:\n"
             f"            v = _nested_list(v, {path!r}, {function})\n"
+            "    elif v is None or v == _EMPTY_LIST:\n        v = ()\n"
             f"    else:\n        v = _nested_list(v, {path!r}, {function})"
         )
     elif match := _NESTED_ONE.match(annotation):
@@ -353,8 +378,42 @@ def _field_source(
         lines.append(f"    if v is not None:\n        v = _nested(v, {path!r}, {function})")
     else:
         raise TypeError(f"{cls.__name__}.{field.name}: no decoding rule for {annotation!r}")
-    lines.append(f"    _set_{field.name}(o, v)")
+    lines.append(_store(field.name, "v", direct=direct))
     return lines
+
+
+def _store(name: str, value: str, *, direct: bool) -> str:
+    return f"    o.{name} = {value}" if direct else f"    _set_{name}(o, {value})"
+
+
+def _builder(cls: type) -> type | None:
+    """A mutable twin of the frozen ``cls`` with the very same slots, or None if none fits.
+
+    The generated functions fill a twin instance with plain attribute stores (which the
+    interpreter specialises, unlike descriptor calls) and then turn it into ``cls`` by assigning
+    ``__class__``, which CPython allows between classes of the same base and slot layout. The
+    object users get is an ordinary, frozen instance of ``cls``.
+    """
+    slots = cls.__dict__.get("__slots__")
+    if not isinstance(slots, tuple) or len(cls.__bases__) != 1:
+        return None
+    namespace = {
+        "__slots__": slots,
+        "__module__": __name__,
+        "__qualname__": f"_builder.<{cls.__qualname__}>",
+        # Both, so that the type gets the generic attribute store of `object` back.
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+        # Instances come from calling the twin: no attrs __init__, nothing to initialise.
+        "__init__": object.__init__,
+    }
+    try:
+        twin = type(f"_{cls.__name__}Builder", cls.__bases__, namespace)
+        probe: object = object.__new__(twin)
+        probe.__class__ = cls
+    except TypeError:  # pragma: no cover - a layout CPython refuses to swap
+        return None
+    return twin
 
 
 def structure_function(cls: type[M]) -> Callable[[object], M]:
@@ -385,6 +444,7 @@ def structure_function(cls: type[M]) -> Callable[[object], M]:
         "_UTC": UTC,
         "_num": _num,
         "_int": _int,
+        "_int_of": int,
         "_bool": _bool,
         "_open": _open,
         "_keys": _keys,
@@ -397,72 +457,105 @@ def structure_function(cls: type[M]) -> Callable[[object], M]:
 
     # A self-referencing model finds this placeholder instead of recursing for ever.
     _functions[cls] = placeholder
-    fields = [f for f in attrs.fields(cls) if f.name not in {"extra", "raw"}]
+    fields = [f for f in attrs.fields(cls) if f.name not in {"extra", "_raw"}]
     known: list[str] = []
-    for field in [*fields, *(f for f in attrs.fields(cls) if f.name in {"extra", "raw"})]:
+    for field in [*fields, *(f for f in attrs.fields(cls) if f.name in {"extra", "_raw"})]:
         slot = next(k.__dict__[field.name] for k in cls.__mro__ if field.name in k.__dict__)
         env[f"_set_{field.name}"] = slot.__set__
-        if field.name not in {"extra", "raw"}:
+        if field.name not in {"extra", "_raw"}:
             known += _wire_names(cls, field.name)
     env["_KNOWN"] = frozenset(known)
-    body = [
-        "def generic(d):",
-        "    get = d.get",
-        "    o = _new(_cls)",
-    ]
-    for field in fields:
-        body += _field_source(cls, field, env)
-    body += [
-        "    if not d.keys() <= _KNOWN:",
-        "        _set_extra(o, _proxy({k: x for k, x in d.items() if k not in _KNOWN}))",
-        "    else:",
-        "        _set_extra(o, _EMPTY)",
-        "    _set_raw(o, _proxy(d))",
-        "    return o",
-    ]
-    _compile(body, cls, "generic", env)
+    twin = _builder(cls)
+    direct = twin is not None
+    env["_twin"] = twin if direct else cls
+    _compile(_generic_body(cls, fields, env, direct=direct), cls, "generic", env)
     shapes: dict[tuple[str, ...], Callable[[dict[str, object]], object]] = {}
+    check = [
+        "    if d.__class__ is not _dict:",
+        "        raise RecordDecodeError('', 'expected an object')",
+    ]
 
     def specialise(keys: tuple[str, ...]) -> Callable[[dict[str, object]], object]:
         """A function for records whose keys come in exactly this order (no lookups)."""
         if len(shapes) >= _MAX_SHAPES or len(set(keys)) != len(keys):
             return cast("Callable[[dict[str, object]], object]", env["generic"])
-        local = {name: f"w{index}" for index, name in enumerate(keys)}
-        unpack = ", ".join(local.values())
-        lines = [
-            "def shaped(d):",
-            f"    ({unpack},) = d.values()" if keys else "",
-            "    o = _new(_cls)",
-        ]
-        for field in fields:
-            lines += _field_source(cls, field, env, lambda name: local.get(name, "None"))
-        known_keys = cast("frozenset[str]", env["_KNOWN"])
-        extra = ", ".join(f"{k!r}: {local[k]}" for k in keys if k not in known_keys)
-        lines += [
-            f"    _set_extra(o, _proxy({{{extra}}}))" if extra else "    _set_extra(o, _EMPTY)",
-            "    _set_raw(o, _proxy(d))",
-            "    return o",
-        ]
-        found = _compile(lines, cls, "shaped", dict(env))
+        lines = _shape_body(cls, fields, env, keys, direct=direct)
+        found = _compile(["def shaped(d):", *lines], cls, "shaped", dict(env))
         shapes[keys] = found
+        if env["_K"] is None:
+            # The first layout is the primary one: `structure` itself takes it from now on,
+            # which saves a call per record.
+            primary = [*check, "    if [*d] != _K:", "        return _other(d)", *lines]
+            env["_K"] = list(keys)
+            code = _compile(["def _primary(d):", *primary], cls, "_primary", env).__code__
+            function.__code__ = code
         return found
 
-    env["_shapes"] = shapes
-    env["_specialise"] = specialise
-    env["_tuple"] = tuple
-    dispatch = [
-        "def structure(d):",
-        "    if d.__class__ is not _dict:",
-        "        raise RecordDecodeError('', 'expected an object')",
-        "    keys = _tuple(d)",
-        "    shaped = _shapes.get(keys)",
-        "    if shaped is None:",
-        "        shaped = _specialise(keys)",
-        "    return shaped(d)",
-    ]
+    def other(d: dict[str, object]) -> object:
+        keys = tuple(d)
+        shaped = shapes.get(keys)
+        if shaped is None:
+            shaped = specialise(keys)
+        return shaped(d)
+
+    env["_K"] = None
+    env["_other"] = other
+    dispatch = ["def structure(d):", *check, "    return _other(d)"]
     function = cast("Callable[[object], M]", _compile(dispatch, cls, "structure", env))
     _functions[cls] = function
     return function
+
+
+def _generic_body(
+    cls: type, fields: list[attrs.Attribute[object]], env: dict[str, object], *, direct: bool
+) -> list[str]:
+    """The function for records in any layout: it looks every key up."""
+    body = [
+        "def generic(d):",
+        "    get = d.get",
+        "    o = _twin()" if direct else "    o = _new(_cls)",
+    ]
+    for field in fields:
+        body += _field_source(cls, field, env, direct=direct)
+    return [
+        *body,
+        "    if not d.keys() <= _KNOWN:",
+        "    "
+        + _store("extra", "_proxy({k: x for k, x in d.items() if k not in _KNOWN})", direct=direct),
+        "    else:",
+        "    " + _store("extra", "_EMPTY", direct=direct),
+        _store("_raw", "d", direct=direct),
+        "    o.__class__ = _cls" if direct else "",
+        "    return o",
+    ]
+
+
+def _shape_body(
+    cls: type,
+    fields: list[attrs.Attribute[object]],
+    env: dict[str, object],
+    keys: tuple[str, ...],
+    *,
+    direct: bool,
+) -> list[str]:
+    """The body of a function for records whose keys come in exactly this order."""
+    local = {name: f"w{index}" for index, name in enumerate(keys)}
+    unpack = ", ".join(local.values())
+    lines = [
+        f"    ({unpack},) = d.values()" if keys else "",
+        "    o = _twin()" if direct else "    o = _new(_cls)",
+    ]
+    for field in fields:
+        lines += _field_source(cls, field, env, lambda name: local.get(name, "None"), direct=direct)
+    known_keys = cast("frozenset[str]", env["_KNOWN"])
+    extra = ", ".join(f"{k!r}: {local[k]}" for k in keys if k not in known_keys)
+    return [
+        *lines,
+        _store("extra", f"_proxy({{{extra}}})" if extra else "_EMPTY", direct=direct),
+        _store("_raw", "d", direct=direct),
+        "    o.__class__ = _cls" if direct else "",
+        "    return o",
+    ]
 
 
 def _compile(
