@@ -417,6 +417,10 @@ class Transport:
         raise _translate(failure, method, path) from _safe_cause(failure)
 
     async def _read(self, response: aiohttp.ClientResponse, path: str) -> bytes:
+        """The careful read: an announced length over the cap, or an unknown or compressed one.
+
+        (A known, small, uncompressed body is read directly by `send`.)
+        """
         cap = self.max_response_size
         length = response.content_length
         if length is not None and length > cap:
@@ -426,8 +430,6 @@ class Transport:
                 status=response.status,
                 request_id=response.headers.get("X-Request-Id"),
             )
-        if length is not None and "Content-Encoding" not in response.headers:
-            return await response.read()
         # Unknown or compressed length: count decoded bytes as they arrive.
         chunks: list[bytes] = []
         size = 0

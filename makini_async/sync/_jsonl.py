@@ -12,7 +12,7 @@ from typing import Final, Self, TypeVar
 from urllib.parse import quote
 
 from ._sqlite import table_name
-from ._store import Row, StoreError
+from ._store import Row, StoreError, run_on_thread
 
 __all__ = ["JsonLinesStore"]
 
@@ -60,9 +60,7 @@ class JsonLinesStore:
         await self.aclose()
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise StoreError(f"The store {str(self.directory)!r} is not open; call open() first.")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await run_on_thread(self._executor, fn, str(self.directory))
 
     async def open(self) -> None:
         """Create the directory and read the watermarks.

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
-from ._store import Row, StoreError
+from ._store import Row, StoreError, run_on_thread
 
 __all__ = ["SQLiteStore", "table_name"]
 
@@ -113,9 +113,7 @@ class SQLiteStore:
     # -- the thread ------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise StoreError(f"The store {str(self.path)!r} is not open; call open() first.")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await run_on_thread(self._executor, fn, str(self.path))
 
     def _fail(self, action: str, exc: sqlite3.Error) -> StoreError:
         text = str(exc).lower()

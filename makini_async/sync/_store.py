@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 from makini_async._errors import MakiniError
 
-__all__ = ["Row", "Store", "StoreError"]
+__all__ = ["Row", "Store", "StoreError", "run_on_thread"]
 
 
 class StoreError(MakiniError):
@@ -93,3 +95,17 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Flush and close the store (idempotent)."""
         ...
+
+
+T = TypeVar("T")
+
+
+async def run_on_thread(executor: ThreadPoolExecutor | None, fn: Callable[[], T], where: str) -> T:
+    """Run a store's blocking ``fn`` on its own thread; refuse when the store is not open.
+
+    Raises:
+        StoreError: The store has no thread (not opened, or closed).
+    """
+    if executor is None:
+        raise StoreError(f"The store {where!r} is not open; call open() first.")
+    return await asyncio.get_running_loop().run_in_executor(executor, fn)
