@@ -2,15 +2,46 @@
 
 Both decoders follow the same rules so that behaviour never depends on the extra: bodies are UTF-8,
 ``NaN``/``Infinity`` are rejected, a duplicate key keeps its last value.
+
+Large bodies are decoded with the cyclic garbage collector paused (`gc_paused`). Decoding a page
+of records allocates tens of thousands of dicts and lists, all alive and none in a cycle, and
+each allocation burst sets off collections that walk them (and, every few pages, the whole heap)
+for nothing: measured on a 500-record page of work orders, the collector took a fifth of the
+decode time. The pause covers one synchronous call, never an ``await``, and leaves the collector
+as it found it (a program that disabled it keeps it disabled); the allocations made meanwhile
+still count, so the next collection runs as soon as the call returns.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
-__all__ = ["BACKEND", "dumps", "loads", "stdlib_dumps", "stdlib_loads"]
+__all__ = ["BACKEND", "BULK_BYTES", "dumps", "gc_paused", "loads", "stdlib_dumps", "stdlib_loads"]
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+#: Bodies at least this long are decoded with the garbage collector paused.
+BULK_BYTES: Final = 64 * 1024
+
+
+def gc_paused(function: Callable[[A], T], argument: A) -> T:
+    """Call ``function(argument)`` with the cyclic garbage collector paused.
+
+    For one bounded, synchronous burst of allocations that all stay alive (decoding a page):
+    no collection runs during the call; the collector is re-enabled afterwards, also when the
+    call raises, unless it was disabled before.
+    """
+    if not gc.isenabled():
+        return function(argument)
+    gc.disable()
+    try:
+        return function(argument)
+    finally:
+        gc.enable()
 
 
 def _reject_constant(name: str) -> object:
@@ -47,13 +78,26 @@ def stdlib_dumps(value: object) -> bytes:
 # Request bodies are small and always go through the standard library, so that a non-finite
 # float is refused the same way with or without orjson (orjson would write it as null).
 dumps: Final = stdlib_dumps
-loads: Callable[[bytes], object]
+_loads: Callable[[bytes], object]
 
 try:
     import orjson
 except ImportError:  # pragma: no cover - exercised by installs without the extra
     BACKEND: Final[str] = "json"
-    loads = stdlib_loads
+    _loads = stdlib_loads
 else:
     BACKEND = "orjson"  # type: ignore[misc] # assigned once, in exactly one branch
-    loads = orjson.loads
+    _loads = orjson.loads
+
+
+def loads(data: bytes) -> object:
+    """Decode a UTF-8 JSON body (orjson when installed); large ones with the collector paused.
+
+    Raises:
+        ValueError: Invalid UTF-8, invalid JSON, or a non-finite number (orjson's
+            ``JSONDecodeError`` is a ``ValueError``).
+        RecursionError: Absurdly deep nesting (standard library only).
+    """
+    if len(data) < BULK_BYTES:
+        return _loads(data)
+    return gc_paused(_loads, data)

@@ -36,6 +36,7 @@ import cattrs
 from cattrs.errors import ClassValidationError
 
 from makini_async._converter import converter
+from makini_async._json import gc_paused
 
 from ._base import EMPTY, UNSET, Entity, Model, Writable
 
@@ -71,6 +72,8 @@ _MISSING: Final = object()
 #: Key layouts compiled per model; records in other layouts take the generic path.
 _MAX_SHAPES: Final = 16
 _MAX_TIMESTAMP: Final = 64
+#: Lists at least this long are structured with the garbage collector paused.
+_BULK_RECORDS: Final = 64
 _FRACTION: Final = re.compile(r"([.,])(\d+)")
 
 
@@ -589,7 +592,10 @@ def decode_list(data: object, cls: type[M], path: str = "") -> list[M]:
     function = structure_function(cls)
     items = cast("list[object]", data)
     try:
-        return [function(item) for item in items]
+        if len(items) < _BULK_RECORDS:
+            return [function(item) for item in items]
+        # A big page: every record, timestamp and nested object stays alive (see gc_paused).
+        return gc_paused(_structure_all, (function, items))
     except RecordDecodeError:
         pass
     for index, item in enumerate(items):
@@ -598,6 +604,11 @@ def decode_list(data: object, cls: type[M], path: str = "") -> list[M]:
         except RecordDecodeError as exc:
             raise exc.under(f"{path}[{index}]") from None
     raise AssertionError  # pragma: no cover
+
+
+def _structure_all(job: tuple[Callable[[object], M], list[object]]) -> list[M]:
+    function, items = job
+    return [function(item) for item in items]
 
 
 # -- encoding write bodies -------------------------------------------------------------------
