@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._admin import AdminClient, IssuedToken
+from ._bodies import Upload
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -93,6 +94,7 @@ __all__ = [
     "TokenStore",
     "TransportError",
     "UnexpectedRedirectError",
+    "Upload",
     "UpstreamError",
     "ValidationError",
     "WebhookPayloadError",

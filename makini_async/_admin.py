@@ -101,8 +101,9 @@ class AdminClient:
         return f"<AdminClient {self._registry.base_url}>"
 
     async def _renew(self, event: ReconnectEvent) -> str | None:
-        if event.connection_id != _ADMIN:
-            return None
+        # The only connection of the private registry is the admin one: /link/token goes
+        # through its tokenless channel, which never runs this hook.
+        del event
         pair = await self._link.client_credentials()
         self.tokens_fetched += 1
         self._token = pair.access_token

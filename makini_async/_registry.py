@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 
 import aiohttp
 
+from ._bodies import DEFAULT_MAX_UPLOAD_SIZE, Upload
 from ._errors import ConnectionNotFoundError, RegistryClosedError
 from ._fanout import FanOut, fan_out
 from ._request import (
@@ -25,6 +26,7 @@ from ._request import (
     ReconnectHook,
     Requestor,
     StateListener,
+    TokenlessChannel,
     check_token,
 )
 from ._retry import RetryPolicy
@@ -109,6 +111,8 @@ class Connection(Channel):
         *,
         params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
         json: object = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, Upload] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
@@ -119,7 +123,9 @@ class Connection(Channel):
         Transient failures are retried as the registry's `RetryPolicy` says: connect errors
         always; 429, 502, 503 and 504 for GET/HEAD/OPTIONS/DELETE and for any call with an
         ``idempotency_key``; 500 for reads only. A 401 runs the reconnect hook (once per token
-        generation) and replays the call once with the new token.
+        generation) and replays the call once with the new token. Every attempt and the replay
+        send the same body bytes, encoded once: files are read into memory when the call
+        starts (see `Upload`), never streamed twice.
 
         Args:
             method: ``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``, ``HEAD`` or ``OPTIONS``.
@@ -127,6 +133,10 @@ class Connection(Channel):
             params: Query parameters; None values are dropped, sequences repeat the key,
                 booleans become ``true``/``false``, aware datetimes ISO-8601 UTC.
             json: A JSON body (encoded once, reused on every attempt).
+            form: An ``application/x-www-form-urlencoded`` body of str names and values; with
+                ``files``, the text fields of the multipart body instead.
+            files: A ``multipart/form-data`` body: field name to `Upload`. The files of one
+                call together may hold at most the registry's ``max_upload_size`` bytes.
             headers: Extra headers (``Authorization`` and framing headers are refused).
             timeout: Per-attempt `Timeouts`, or seconds for the whole of each attempt.
             deadline: Seconds for the whole call: every attempt, wait and retry included.
@@ -145,7 +155,9 @@ class Connection(Channel):
                 while the connection is in that state).
             ConnectionClosedError: The connection or its registry is closed.
             TypeError: Bad argument types (before any I/O).
-            ValueError: Bad argument values (before any I/O).
+            ValueError: Bad argument values (before any I/O): e.g. ``json`` together with
+                ``form`` or ``files``, an unsafe multipart name, or files over
+                ``max_upload_size``.
 
         .. versionadded:: 0.1.0
         """
@@ -155,6 +167,8 @@ class Connection(Channel):
             path,
             params=params,
             json=json,
+            form=form,
+            files=files,
             headers=headers,
             timeout=timeout,
             deadline=deadline,
@@ -366,6 +380,8 @@ class ConnectionRegistry:
         trace_configs: ``aiohttp.TraceConfig``s, passed to every session.
         user_agent: The ``User-Agent`` header.
         max_response_size: Largest response body accepted, after decompression, in bytes.
+        max_upload_size: Most file bytes one call may send in a multipart body; files are held
+            in memory so that a retry or replay resends the same bytes.
         max_open_sessions: Most sessions kept open; the least recently used idle one is closed
             when a new one would pass it (None: never close).
         close_timeout: How long `aclose` lets in-flight calls finish before cancelling them.
@@ -393,6 +409,7 @@ class ConnectionRegistry:
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
         user_agent: str | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
         max_open_sessions: int | None = 1000,
         close_timeout: float = 10.0,
         clock: Clock | None = None,
@@ -402,7 +419,11 @@ class ConnectionRegistry:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         if "?" in base_url or "#" in base_url or "@" in base_url:
             raise ValueError("base_url must not carry a query, a fragment or credentials")
-        for name, value in (("limit", limit), ("max_response_size", max_response_size)):
+        for name, value in (
+            ("limit", limit),
+            ("max_response_size", max_response_size),
+            ("max_upload_size", max_upload_size),
+        ):
             if not _positive_int(value):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         for name, optional in (
@@ -436,8 +457,10 @@ class ConnectionRegistry:
             on_reconnect=on_reconnect,
             limit_per_connection=limit_per_connection,
             clock=clock,
+            max_upload_size=max_upload_size,
         )
         self._connections: dict[str, Connection] = {}
+        self._tokenless: TokenlessChannel | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -751,7 +774,26 @@ class ConnectionRegistry:
     @property
     def open_sessions(self) -> int:
         """How many connections hold an open session right now."""
-        return self._transport.open_sessions
+        transport = self._transport
+        if self._tokenless is not None and self._tokenless in transport._open:  # noqa: SLF001
+            return transport.open_sessions - 1
+        return transport.open_sessions
+
+    def _tokenless_channel(self) -> TokenlessChannel:
+        """The registry's channel for calls without a token (``/link/token``), made on first use.
+
+        It shares the pool, retries, timeouts and lifetime of the registry, but is no
+        connection: it is never listed, counted or handed to the reconnect hook.
+
+        Raises:
+            RegistryClosedError: The registry is closed.
+        """
+        if self._state is _State.CLOSED:
+            raise RegistryClosedError("Cannot send a request, as the registry has been closed.")
+        channel = self._tokenless
+        if channel is None:
+            channel = self._tokenless = TokenlessChannel(self._requestor)
+        return channel
 
     def __repr__(self) -> str:
         return (

@@ -1,9 +1,11 @@
 """The request layer: one call from arguments to a decoded response or a typed error.
 
-For each call it validates the arguments (before any I/O), waits at the connection's rate-limit
-gate, takes a per-connection concurrency slot, sends through the transport, decodes the body or
-the error envelope, retries what is safe to retry (with ``backoff``), and on a 401 runs the
-connection's reconnect hook once per token generation, then replays the call once.
+For each call it validates the arguments and encodes the body once (before any I/O), waits at
+the connection's rate-limit gate, takes a per-connection concurrency slot, sends through the
+transport, decodes the body or the error envelope, retries what is safe to retry (with
+``backoff``), and on a 401 runs the connection's reconnect hook once per token generation, then
+replays the call once. A `TokenlessChannel` takes the same path without a token, and so without
+the reconnect step.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
 from . import _json
+from ._bodies import (
+    DEFAULT_MAX_UPLOAD_SIZE,
+    FORM_CONTENT_TYPE,
+    Multipart,
+    Upload,
+    encode_form,
+    multipart,
+)
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -59,6 +70,7 @@ __all__ = [
     "Requestor",
     "StateChange",
     "StateListener",
+    "TokenlessChannel",
 ]
 
 logger: Final = logging.getLogger("makini_async")
@@ -89,6 +101,7 @@ _HTTP_OK_MAX: Final = 299
 # Paths already validated (most programs call a few paths many times).
 _CHECKED_PATHS_MAX: Final = 4096
 _HTTP_NO_CONTENT: Final = 204
+_NO_METADATA: Final[Mapping[str, object]] = MappingProxyType({})
 
 
 class ConnectionState(enum.Enum):
@@ -345,6 +358,10 @@ class _Call:
     repeatable: bool
     generation: int = 0
     attempts: int = 0
+    # A multipart body whose files are read (once) when the call starts; then None.
+    multipart: Multipart | None = None
+    # Strings sent in the body that must never be kept from an error answer (client secrets).
+    redact: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<call {self.method} {self.path}>"
@@ -379,14 +396,14 @@ class Channel:
         self,
         requestor: Requestor,
         connection_id: str,
-        token: str,
+        token: str | None,
         metadata: Mapping[str, object],
     ) -> None:
         self._requestor = requestor
         self.id = connection_id
         self.metadata = metadata
         self.state = ConnectionState.ACTIVE
-        self._token = _Token(token)
+        self._token = None if token is None else _Token(token)
         self._generation = 1
         self._probation = 0
         self._session: aiohttp.ClientSession | None = None
@@ -551,7 +568,10 @@ class Channel:
     def _current_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or self._session_gen != self._generation:
-            session = self._requestor.transport.open_session(self, self._token.value)
+            token = self._token
+            session = self._requestor.transport.open_session(
+                self, None if token is None else token.value
+            )
             self._session = session
             self._session_gen = self._generation
         return session
@@ -587,6 +607,82 @@ class Channel:
         return max(0.0, self._gate_until - now)
 
 
+class TokenlessChannel(Channel):
+    """A registry's channel for calls that carry no bearer token, such as ``POST /link/token``.
+
+    Its session sends no ``Authorization`` header. It has a rate-limit gate and concurrency
+    slots of its own and gets the registry's retries and timeouts, but it has no token to renew:
+    a 401 is raised as its `AuthenticationError` subclass, the reconnect hook never runs, and its
+    state stays ``ACTIVE`` (no state listener hears of it): its calls are refused only once the
+    registry closes. It is not a registered connection: iterating the registry,
+    ``len(registry)`` and ``registry.map`` never see it.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, requestor: Requestor) -> None:
+        super().__init__(requestor, "<tokenless>", None, _NO_METADATA)
+
+    async def reauthorize(
+        self, generation: int, error: AuthenticationError, *, replayed_token: bool = True
+    ) -> None:
+        """Raise the 401 as it is: there is no token to renew, so nothing is replayed."""
+        del generation, replayed_token
+        raise error
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+        json: object = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, Upload] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+        idempotency_key: str | None = None,
+        redact: tuple[str, ...] = (),
+    ) -> APIResponse:
+        """Send one request without a token; the arguments are those of `Connection.request`.
+
+        Args:
+            method: The HTTP method.
+            path: The path below the base URL.
+            params: Query parameters.
+            json: A JSON body.
+            form: A URL-encoded form body (or, with ``files``, the multipart text fields).
+            files: Files for a ``multipart/form-data`` body.
+            headers: Extra headers.
+            timeout: Per-attempt `Timeouts`, or seconds for the whole of each attempt.
+            deadline: Seconds for the whole call.
+            idempotency_key: Sent as ``Idempotency-Key``; makes a POST safe to retry.
+            redact: Secrets sent in the body (client secrets, refresh tokens) that are cut out
+                of any error the answer becomes.
+
+        Returns:
+            The `APIResponse`.
+        """
+        return await self._requestor.request(
+            self,
+            method,
+            path,
+            params=params,
+            json=json,
+            form=form,
+            files=files,
+            headers=headers,
+            timeout=timeout,
+            deadline=deadline,
+            idempotency_key=idempotency_key,
+            redact=redact,
+        )
+
+    def __repr__(self) -> str:
+        return "<TokenlessChannel>"
+
+
 class Requestor:
     """Sends calls for every connection of a registry."""
 
@@ -599,12 +695,14 @@ class Requestor:
         on_reconnect: ReconnectHook | None,
         limit_per_connection: int | None,
         clock: Clock | None = None,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.transport = transport
         self.policy = retry
         self.on_reconnect = on_reconnect
         self.limit_per_connection = limit_per_connection
+        self.max_upload_size = max_upload_size
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.closing = False
         self.listeners: list[StateListener] = []
@@ -632,15 +730,30 @@ class Requestor:
         *,
         params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
         json: object = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, Upload] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
         idempotency_key: str | None = None,
+        redact: tuple[str, ...] = (),
     ) -> APIResponse:
         """Send one call on ``channel``; see `Connection.request`."""
         call = self._prepare(
-            channel, method, path, params, json, headers, timeout, deadline, idempotency_key
+            channel,
+            method,
+            path,
+            params,
+            json,
+            form,
+            files,
+            headers,
+            timeout,
+            deadline,
+            idempotency_key,
         )
+        if redact:
+            call.redact = tuple(s for s in redact if s)
         self._check_open(channel)
         self.transport.check_loop()
         if self.transport._retired:  # noqa: SLF001 - cheap check before an await
@@ -704,6 +817,8 @@ class Requestor:
         path: str,
         params: Mapping[str, object] | Iterable[tuple[str, object]] | None,
         json: object,
+        form: Mapping[str, str] | None,
+        files: Mapping[str, Upload] | None,
         headers: Mapping[str, str] | None,
         timeout: Timeouts | float | None,
         deadline: float | None,
@@ -740,20 +855,20 @@ class Requestor:
                 raise ValueError("idempotency_key must be 1-255 printable ASCII characters")
             extra = {**(extra or {}), "Idempotency-Key": idempotency_key}
         body: bytes | None = None
+        upload: Multipart | None = None
         if json is not None:
+            if form is not None or files is not None:
+                raise ValueError(
+                    "Pass a body as json= or as form= (with files= for multipart), not both"
+                )
             body = _json.dumps(json)
             extra = {**(extra or {}), "Content-Type": "application/json"}
-        timeouts: Timeouts | None
-        if timeout is None:
-            timeouts = None
-        elif isinstance(timeout, Timeouts):
-            timeouts = timeout
-        elif _is_number(timeout):
-            if not timeout > 0:
-                raise ValueError(f"timeout must be > 0, got {timeout!r}")
-            timeouts = attrs.evolve(self.transport.timeouts, total=float(timeout))
-        else:
-            raise TypeError("timeout must be a Timeouts, a number of seconds, or None")
+        elif files is not None:
+            upload = multipart(form, files)  # the files are read when the call starts
+        elif form is not None:
+            body = encode_form(form)
+            extra = {**(extra or {}), "Content-Type": FORM_CONTENT_TYPE}
+        timeouts = None if timeout is None else self._timeouts(timeout)
         deadline_at = None
         if deadline is not None:
             if not _is_number(deadline):
@@ -761,22 +876,40 @@ class Requestor:
             if not deadline > 0:
                 raise ValueError(f"deadline must be > 0 seconds, got {deadline!r}")
             deadline_at = self.clock.monotonic() + deadline
-        return _Call(
-            channel=channel,
-            method=verb,
-            path=path,
-            url=self.base_url + path,
-            params=_check_params(params) if params else None,
-            body=body,
-            headers=extra,
-            timeouts=timeouts,
-            deadline_at=deadline_at,
-            repeatable=verb in _REPEATABLE or idempotency_key is not None,
+        # Positional: keyword arguments would cost a third of this method on every call.
+        call = _Call(
+            channel,
+            verb,  # method
+            path,
+            self.base_url + path,  # url
+            _check_params(params) if params else None,  # params
+            body,
+            extra,  # headers
+            timeouts,
+            deadline_at,
+            verb in _REPEATABLE or idempotency_key is not None,  # repeatable
         )
+        if upload is not None:
+            call.multipart = upload
+        return call
+
+    def _timeouts(self, timeout: Timeouts | float) -> Timeouts:
+        if isinstance(timeout, Timeouts):
+            return timeout
+        if _is_number(timeout):
+            if not timeout > 0:
+                raise ValueError(f"timeout must be > 0, got {timeout!r}")
+            return attrs.evolve(self.transport.timeouts, total=float(timeout))
+        raise TypeError("timeout must be a Timeouts, a number of seconds, or None")
 
     # -- the call: retries and one replay after a reconnect ------------------------------------
 
     async def _call(self, call: _Call) -> APIResponse:
+        if call.multipart is not None:
+            # Read inside the call's deadline and the registry's in-flight count.
+            call.body, content_type = await call.multipart.encode(self.max_upload_size)
+            call.multipart = None
+            call.headers = {**(call.headers or {}), "Content-Type": content_type}
         # The first attempt runs bare: a successful call pays for no retry machinery.
         try:
             return await self._attempt(call)
@@ -1001,7 +1134,7 @@ class Requestor:
 
     @staticmethod
     def _decode_error(call: _Call, raw: RawResponse, problem: str) -> ResponseDecodeError:
-        secrets = (call.channel._token.value,)  # noqa: SLF001 - scrub our own token from echoes
+        secrets = _secrets(call)
         request_id = raw.headers.get("X-Request-Id")
         return ResponseDecodeError(
             f"{problem} ({call.method} {call.path})",
@@ -1031,7 +1164,7 @@ class Requestor:
             retry_after=retry_after,
             method=call.method,
             path=call.path,
-            secrets=(channel._token.value,),  # noqa: SLF001 - scrub our own token from echoes
+            secrets=_secrets(call),
         )
         logger.info(
             "%s %s -> %d %s (%s) attempt %d",
@@ -1057,6 +1190,12 @@ class Requestor:
         if isinstance(error, RateLimitError | ServerError):
             return _Retry(error, call)
         return error  # pragma: no cover - every retry status maps to one of the two
+
+
+def _secrets(call: _Call) -> tuple[str, ...]:
+    """What an error answer must not keep: the call's token and its redacted body values."""
+    token = call.channel._token  # noqa: SLF001 - scrub our own token from echoes
+    return call.redact if token is None else (token.value, *call.redact)
 
 
 def _is_number(value: object) -> bool:

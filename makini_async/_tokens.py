@@ -45,10 +45,8 @@ logger: Final = logging.getLogger("makini_async")
 
 #: Below this, ``expires_in`` is read as seconds from now rather than a Unix time.
 _RELATIVE_LIMIT: Final = 1_000_000_000
-#: /link/token takes client credentials in the body, not a bearer token; the request layer always
-#: sends one, so this placeholder is sent (see the report: the core lacks a tokenless call).
-_NO_TOKEN: Final = "link-token-endpoint"  # noqa: S105 - a placeholder, not a credential
-_LINK: Final = "makini-link"
+#: The grant fields that are credentials in their own right.
+_SECRET_FIELDS: Final = ("code", "refresh_token")
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -121,8 +119,12 @@ def parse_token_pair(data: JSON, *, now: float | None = None) -> TokenPair:
 class LinkClient:
     """Talks to ``POST /link/token``: code exchange, refresh, and client credentials.
 
-    Use it as an async context manager (or call `aclose`); it owns a small private registry
-    unless you pass one (its connection id ``makini-link`` is then reserved).
+    The client credentials travel in the body, so the calls carry no bearer token: they go
+    through the registry's tokenless channel, which is no connection (it is never listed, and a
+    refused grant raises its `AuthenticationError` without touching any connection's state or
+    reconnect hook). The body is form-encoded, as OAuth 2.0 specifies for token endpoints
+    (RFC 6749 sections 4.1.3, 4.4.2 and 6). Use it as an async context manager (or call
+    `aclose`); it owns a small private registry unless you pass one.
 
     Args:
         client_id: The application's OAuth client id.
@@ -176,20 +178,11 @@ class LinkClient:
         return f"<LinkClient client_id={self._client_id!r}>"
 
     async def _token(self, fields: Mapping[str, str]) -> TokenPair:
-        registry = self._registry
-        connection = registry.get(_LINK) if _LINK in registry else registry.add(_LINK, _NO_TOKEN)
-        body: dict[str, JSON] = {
-            **fields,
-            "client_id": self._client_id,
-            "client_secret": self._client_secret,
-        }
-        try:
-            response = await connection.request("POST", "/link/token", json=body)
-        except AuthenticationError:
-            # A refused grant must not leave the shared pseudo-connection marked as needing
-            # reauthorization for the next, unrelated grant.
-            registry.update_token(_LINK, _NO_TOKEN)
-            raise
+        channel = self._registry._tokenless_channel()  # noqa: SLF001 - the package's own API
+        form = {**fields, "client_id": self._client_id, "client_secret": self._client_secret}
+        # Never keep a credential of the body in an error, should the server echo one back.
+        secrets = (self._client_secret, *(fields[k] for k in _SECRET_FIELDS if k in fields))
+        response = await channel.request("POST", "/link/token", form=form, redact=secrets)
         return parse_token_pair(response.data)
 
     async def exchange_code(self, code: str, *, redirect_uri: str | None = None) -> TokenPair:

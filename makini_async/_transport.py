@@ -270,22 +270,26 @@ class Transport:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def open_session(self, owner: SessionOwner, token: str) -> aiohttp.ClientSession:
+    def open_session(self, owner: SessionOwner, token: str | None) -> aiohttp.ClientSession:
         """Build a token-scoped session on the shared connector and track it for eviction.
+
+        Args:
+            owner: The connection (or tokenless channel) the session belongs to.
+            token: The bearer token every request of the session carries; None for a session
+                that sends no ``Authorization`` header at all.
 
         Returns:
             The new session; the caller keeps it and hands it back through `retire`.
         """
         connector = self._ensure_connector()
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        headers["Accept"] = "application/json"
+        headers["User-Agent"] = self._user_agent
         session = aiohttp.ClientSession(
             connector=connector,
             connector_owner=False,
             cookie_jar=self._cookie_jar,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/json",
-                "User-Agent": self._user_agent,
-            },
+            headers=headers,
             timeout=self.default_timeout,
             trust_env=False,  # see _env_proxy: never .netrc credentials for the origin
             proxy=self._proxy,

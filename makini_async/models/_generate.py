@@ -255,9 +255,7 @@ def _services(source: _Source) -> tuple[dict[str, dict[str, _Service]], dict[str
             service.verbs.add("list")
             service.schema = schema or service.schema
         elif shape[:2] == ("POST", 1) and "|binary" in "".join(body.values()):
-            # A multipart upload (documents): the request layer sends JSON bodies only, so the
-            # verb is left out rather than served wrong (see the issue 4 report).
-            continue
+            service.verbs.add("upload")  # a multipart/form-data create (documents)
         elif shape[:2] == ("POST", 1):
             service.verbs.add("create")
             service.write_fields.update(body)
@@ -368,6 +366,7 @@ from ._base import (
     StatusSettable,
     StatusLists,
     Updatable,
+    Uploadable,
     WritableMaterials,
 )
 
@@ -378,6 +377,7 @@ _MIXINS: Final = (
     ("get", "Retrievable[models.{m}]"),
     ("create", "Creatable[models.{m}, models.{i}]"),
     ("update", "Updatable[models.{m}, models.{i}]"),
+    ("upload", "Uploadable[models.{m}]"),
     ("set_status", "StatusSettable[models.{m}]"),
     ("materials", "HasMaterials"),
     ("add_material", "WritableMaterials[models.{m}]"),

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import attrs
 
+from makini_async._bodies import Upload
 from makini_async._errors import ResponseDecodeError
 from makini_async._pagination import Listing, Page, PageMeta
 from makini_async.models import Entity, Material, MaterialItem, Model, Status, Writable
@@ -42,6 +43,7 @@ __all__ = [
     "StatusLists",
     "StatusSettable",
     "Updatable",
+    "Uploadable",
     "WritableMaterials",
     "decode_one",
     "decode_page",
@@ -409,6 +411,68 @@ class Retrievable(Service, Generic[T]):
         path = f"{self._path}/{quote_key(key)}"
         response = await self._conn.request("GET", path, timeout=timeout)
         return decode_one(response, cast("type[T]", self._model), f"GET {path}")
+
+
+class Uploadable(Service, Generic[T]):
+    """A service whose records are created by uploading a file (``multipart/form-data``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ()
+
+    async def upload(
+        self,
+        file: Upload,
+        *,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+        timeout: Timeouts | float | None = None,
+    ) -> T:
+        """Upload a file as a new record: a ``multipart/form-data`` POST of ``file`` and ``name``.
+
+        The file is read into memory once, when the call starts (at most the registry's
+        ``max_upload_size`` bytes), so a reconnect after a 401 replays exactly the same body.
+        Like every POST, the upload is retried only after a connect error (nothing was sent)
+        or when ``idempotency_key`` is given.
+
+        Args:
+            file: The `Upload`: content, file name and content type.
+            name: The record's name (default: the file name).
+            idempotency_key: Makes the POST safe to retry (sent as ``Idempotency-Key``).
+            timeout: Per-request timeout.
+
+        Returns:
+            The new record, as the server answered it; ``get(record.key)`` reads it back.
+
+        Raises:
+            ValidationError: 422, e.g. no file part.
+            OperationNotSupportedError: The source system cannot store documents.
+            TypeError: ``file`` is not an `Upload`, or ``name`` is not a str (before any I/O).
+            ValueError: An empty ``name``, or a file over ``max_upload_size`` (before any I/O).
+
+        .. versionadded:: 0.1.0
+        """
+        if not isinstance(file, Upload):
+            raise TypeError(
+                f"file must be an Upload, not {type(file).__name__}; "
+                "wrap it as Upload(content, filename=...)"
+            )
+        if name is None:
+            name = file.filename
+        elif not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        elif not name:
+            raise ValueError("name must not be empty; leave it out to use the file name")
+        response = await self._conn.request(
+            "POST",
+            self._path,
+            form={"name": name},
+            files={"file": file},
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+        return decode_one(response, cast("type[T]", self._model), f"POST {self._path}")
 
 
 class Creatable(Service, Generic[T, W]):

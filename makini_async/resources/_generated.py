@@ -21,6 +21,7 @@ from ._base import (
     StatusLists,
     StatusSettable,
     Updatable,
+    Uploadable,
     WritableMaterials,
 )
 
@@ -115,10 +116,12 @@ class EAMCustomers(
     _model = models.Customer
 
 
-class EAMDocuments(Listable[models.Document], Retrievable[models.Document]):
+class EAMDocuments(
+    Listable[models.Document], Retrievable[models.Document], Uploadable[models.Document]
+):
     """``/api/eam/documents``.
 
-    Verbs: get, list.
+    Verbs: get, list, upload.
 
     .. versionadded:: 0.1.0
     """

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 
 from makini_async import (
     AuthenticationError,
@@ -15,6 +18,7 @@ from makini_async import (
     ReauthorizationRequiredError,
     ReconnectEvent,
     ResponseDecodeError,
+    StateChange,
 )
 from makini_async._tokens import (
     LinkClient,
@@ -24,7 +28,8 @@ from makini_async._tokens import (
     parse_token_pair,
 )
 from makini_async.sandbox import Sandbox
-from tests.support import ZERO_WAIT
+from tests.support import ZERO_WAIT, StartApp
+from tests.test_secrets import assert_no_leak
 
 
 @pytest.fixture(name="link")
@@ -54,14 +59,79 @@ class TestLink:
             await link.exchange_code(code)
 
     async def test_wrong_secret(self, sandbox: Sandbox) -> None:
-        """Wrong client credentials are refused, and the client keeps working afterwards."""
+        """Wrong client credentials are refused as sent, and the client keeps working afterwards."""
         async with LinkClient(sandbox.client_id, "wrong", base_url=sandbox.url) as bad:
-            with pytest.raises(AuthenticationError):
-                await bad.client_credentials()
-            with pytest.raises(AuthenticationError):
-                await bad.client_credentials()
+            for _ in range(2):
+                with pytest.raises(AuthenticationError) as info:
+                    await bad.client_credentials()
+                # The plain 401 class: no reconnect machinery turned it into another one.
+                assert type(info.value) is AuthenticationError
+                assert info.value.code == "AUTHENTICATION_FAILED"
+        assert len(sandbox.requests(path="/link/token")) == 2
         with pytest.raises(ValueError, match="non-empty"):
             LinkClient("", "x")
+
+    async def test_grants_are_tokenless_form_posts(
+        self, sandbox: Sandbox, link: LinkClient
+    ) -> None:
+        """/link/token gets a form body and no Authorization header (RFC 6749 section 4.4.2)."""
+        await link.client_credentials()
+        (record,) = sandbox.requests(path="/link/token")
+        assert record.method == "POST"
+        assert record.headers["Content-Type"] == "application/x-www-form-urlencoded"
+        assert "Authorization" not in record.headers
+        assert record.connection is None
+
+    async def test_shared_registry_gets_no_pseudo_connection(self, sandbox: Sandbox) -> None:
+        """On your registry grants add no connection; a refusal runs no hook and no listener."""
+        events: list[ReconnectEvent] = []
+        changes: list[StateChange] = []
+
+        async def hook(event: ReconnectEvent) -> str | None:
+            events.append(event)
+            return None
+
+        async with ConnectionRegistry(sandbox.url, retry=ZERO_WAIT, on_reconnect=hook) as registry:
+            registry.subscribe(changes.append)
+            conn = registry.add("c1", sandbox.connections["c1"])
+            good = LinkClient(sandbox.client_id, sandbox.client_secret, registry=registry)
+            bad = LinkClient(sandbox.client_id, "wrong", registry=registry)
+            assert (await good.client_credentials()).access_token
+            with pytest.raises(AuthenticationError):
+                await bad.client_credentials()
+            assert (await good.client_credentials()).access_token
+            await good.aclose()  # a registry you pass stays open
+            assert list(registry) == [conn]
+            assert len(registry) == 1
+            assert "makini-link" not in registry
+            assert (await conn.integration()).id == "c1"
+            assert registry.open_sessions == 1
+        assert events == []
+        assert changes == [
+            StateChange("c1", ConnectionState.ACTIVE, ConnectionState.CLOSED, "closed")
+        ]
+
+    async def test_credentials_echoed_in_an_error_are_cut_out(
+        self, app_server: StartApp, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A token endpoint that echoes the form back leaks neither secret nor refresh token."""
+        caplog.set_level(logging.DEBUG)
+        secret = "cs_CANARY_" + uuid.uuid4().hex
+        refresh = "rt_CANARY_" + uuid.uuid4().hex
+
+        async def handler(request: web.Request) -> web.Response:
+            form = dict(await request.post())
+            body = {"error": {"code": "INVALID_GRANT", "message": f"bad {form}", "details": form}}
+            return web.json_response(body, status=400)
+
+        app = web.Application()
+        app.router.add_post("/link/token", handler)
+        async with LinkClient("client", secret, base_url=await app_server(app)) as link:
+            with pytest.raises(InvalidRequestError) as info:
+                await link.refresh(refresh)
+        assert "grant_type" in str(info.value)  # the echo did arrive...
+        for canary in (secret, refresh):  # ...without the credentials
+            assert_no_leak(canary, records=caplog.records, error=info.value, objects=[link])
 
     async def test_refresh_rotates(self, sandbox: Sandbox, link: LinkClient) -> None:
         """A refresh returns a new pair and kills the old one."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from makini_async import (
     APIError,
     APIResponse,
@@ -13,7 +15,9 @@ from makini_async import (
     RetryPolicy,
     Timeouts,
     TransportError,
+    Upload,
 )
+from makini_async.models import Document
 from makini_async.testing import VirtualClock
 from makini_async.typing import JSON, ReconnectHook
 
@@ -58,3 +62,22 @@ async def use() -> None:
         for connection in registry:
             _ = connection.id
         await registry.remove("acme")
+
+
+async def upload_documents(registry: ConnectionRegistry) -> None:
+    conn = registry.get("acme")
+    document: Document = await conn.eam.documents.upload(
+        Upload(io.BytesIO(b"%PDF-1.7"), filename="manual.pdf", content_type="application/pdf"),
+        name="Pump manual",
+        idempotency_key="upload-manual-1",
+    )
+    again: Document = await conn.eam.documents.get(document.key or "")
+    del again
+    response: APIResponse = await conn.request(
+        "POST",
+        "/api/eam/documents",
+        form={"name": "Notes"},
+        files={"file": Upload(b"text", filename="notes.txt", content_type="text/plain")},
+    )
+    form_response: APIResponse = await conn.request("POST", "/x", form={"a": "b"})
+    del response, form_response
