@@ -129,7 +129,7 @@ async def _naive(server: Server, db: Path, connections: int) -> tuple[int, float
                 assert isinstance(data, list)
                 assert isinstance(meta, dict)
                 rows = [
-                    Row(str(r["key"]), str(r["updatedAt"]), None, r)
+                    Row.from_record(str(r["key"]), str(r["updatedAt"]), None, r)
                     for r in data
                     if isinstance(r, dict)
                 ]

@@ -26,6 +26,18 @@ def _file_name(connection_id: str) -> str:
     return name.replace(".", "%2E") + ".jsonl"
 
 
+def _text(value: str | None) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _line(row: Row) -> str:
+    """One line of a connection's file, with the row's record JSON text as it is."""
+    return (
+        f'{{"key":{_text(row.key)},"updated_at":{_text(row.updated_at)},'
+        f'"deleted_at":{_text(row.deleted_at)},"data":{row.json}}}\n'
+    )
+
+
 class JsonLinesStore:
     """A directory of JSON-lines files: ``<entity table>/<connection>.jsonl`` plus watermarks.
 
@@ -108,7 +120,9 @@ class JsonLinesStore:
             good = content.rfind(b"\n") + 1
             for line in content[:good].splitlines():
                 item = json.loads(line)
-                row = Row(item["key"], item["updated_at"], item["deleted_at"], item["data"])
+                row = Row.from_record(
+                    item["key"], item["updated_at"], item["deleted_at"], item["data"]
+                )
                 index[row.key] = row
             if good < len(content):  # a line cut short by a crash: drop it
                 with path.open("r+b") as handle:
@@ -147,19 +161,7 @@ class JsonLinesStore:
             fresh = [row for row in rows if index.get(row.key) != row]
             if fresh:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                lines = b"".join(
-                    json.dumps(
-                        {
-                            "key": row.key,
-                            "updated_at": row.updated_at,
-                            "deleted_at": row.deleted_at,
-                            "data": row.data,
-                        },
-                        separators=(",", ":"),
-                    ).encode()
-                    + b"\n"
-                    for row in fresh
-                )
+                lines = "".join(_line(row) for row in fresh).encode()
                 with path.open("ab") as handle:
                     handle.write(lines)
                     handle.flush()
@@ -215,15 +217,7 @@ class JsonLinesStore:
             index = self._index[path]
             temporary = path.with_suffix(".compact")
             with temporary.open("wb") as handle:
-                for key in sorted(index):
-                    row = index[key]
-                    item = {
-                        "key": row.key,
-                        "updated_at": row.updated_at,
-                        "deleted_at": row.deleted_at,
-                        "data": row.data,
-                    }
-                    handle.write(json.dumps(item, separators=(",", ":")).encode() + b"\n")
+                handle.write("".join(_line(index[key]) for key in sorted(index)).encode())
                 handle.flush()
                 os.fsync(handle.fileno())
             temporary.replace(path)

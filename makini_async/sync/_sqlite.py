@@ -3,39 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import json
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
+import attrs
+
 from ._store import Row, StoreError, run_on_thread
 
 __all__ = ["SQLiteStore", "table_name"]
 
-
-def _stdlib_dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _orjson_dumps(value: object) -> str:
-    try:
-        return str(orjson.dumps(value), "utf-8")
-    except TypeError:  # e.g. an integer beyond 64 bits, which the standard library can write
-        return _stdlib_dumps(value)
-
-
-try:  # the `speedups` extra: about four times faster on records
-    import orjson
-except ImportError:  # pragma: no cover - depends on the install
-    dump_json: Callable[[object], str] = _stdlib_dumps
-else:
-    dump_json = _orjson_dumps
 
 T = TypeVar("T")
 
@@ -43,8 +28,9 @@ _WATERMARKS: Final = "_makini_watermarks"
 _UNSAFE: Final = re.compile(r"[^a-z0-9]+")
 
 
-#: Rows per INSERT statement (6 parameters each, under SQLite's old 999-parameter limit).
-_CHUNK: Final = 150
+#: Parameters per stored row, and the most rows one INSERT statement carries.
+_PARAMS_PER_ROW: Final = 6
+_MAX_CHUNK: Final = 1000
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,6 +62,28 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@attrs.frozen
+class _Pending:
+    """A write waiting for the store thread, and the future its caller awaits."""
+
+    connection_id: str
+    entity: str
+    rows: Sequence[Row]
+    watermark: str | None
+    future: asyncio.Future[int] = attrs.field(eq=False)
+
+
+def _deliver(group: list[_Pending], outcomes: list[int | BaseException]) -> None:
+    """On the event loop: hand each write of a committed group its outcome."""
+    for pending, outcome in zip(group, outcomes, strict=True):
+        if pending.future.done():  # its caller was cancelled; the write landed (or not) anyway
+            continue
+        if isinstance(outcome, BaseException):
+            pending.future.set_exception(outcome)
+        else:
+            pending.future.set_result(outcome)
+
+
 class SQLiteStore:
     """A SQLite file with one table per entity and a watermark table (the default store).
 
@@ -99,6 +107,12 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._tables: set[str] = set()
+        # Writes waiting for the store thread, and whether it is draining them (see `write`).
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._draining = False
+        # Rows per INSERT: as many as the library's parameter limit allows (999 in old builds).
+        self._chunk = 999 // _PARAMS_PER_ROW
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
@@ -152,6 +166,8 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._fail("open", exc) from None
         try:
+            limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._chunk = max(1, min(_MAX_CHUNK, limit // _PARAMS_PER_ROW))
             db.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL survives a crash of the process; rows and watermark
             # are in one transaction, so a lost transaction loses both together.
@@ -195,7 +211,10 @@ class SQLiteStore:
     ) -> int:
         """Upsert the rows and move the watermark forward, in one transaction.
 
-        The watermark never moves backwards.
+        The watermark never moves backwards. Writes that arrive while the store thread is busy
+        are committed together, in one transaction (a group commit): each write still lands
+        whole or not at all, and when the group fails its writes are retried one by one, so
+        that one write's failure is never another's.
 
         Returns:
             How many rows were new or changed.
@@ -205,52 +224,85 @@ class SQLiteStore:
 
         .. versionadded:: 0.1.0
         """
-        return await self._run(lambda: self._write(connection_id, entity, rows, watermark))
+        executor = self._executor
+        if executor is None:
+            raise StoreError(f"The store {str(self.path)!r} is not open; call open() first.")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(connection_id, entity, rows, watermark, loop.create_future())
+        with self._lock:
+            self._queue.append(pending)
+            start, self._draining = not self._draining, True
+        if start:
+            executor.submit(self._drain, loop)
+        return await pending.future
 
-    def _write(
-        self, connection_id: str, entity: str, rows: Sequence[Row], watermark: str | None
-    ) -> int:
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the store thread: commit what is queued, group after group, until none is left."""
+        while True:
+            with self._lock:
+                group, self._queue = self._queue, []
+                if not group:
+                    self._draining = False
+                    return
+            outcomes = self._commit_group(group)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_deliver, group, outcomes)
+
+    def _commit_group(self, group: list[_Pending]) -> list[int | BaseException]:
+        if len(group) > 1:
+            # A failed group is retried write by write below, to tell whose failure it was.
+            with contextlib.suppress(Exception):
+                counts: list[int | BaseException] = [*self._transaction(group)]
+                return counts
+        outcomes: list[int | BaseException] = []
+        for pending in group:
+            try:
+                outcomes.extend(self._transaction([pending]))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller of that write
+                outcomes.append(exc)
+        return outcomes
+
+    def _transaction(self, group: list[_Pending]) -> list[int]:
+        """Write every pending write of ``group`` in one transaction; its changed-row counts."""
         db = self._require()
-        table = table_name(entity)
         now = _now()
         try:
-            self._ensure_table(db, table)
+            for pending in group:
+                self._ensure_table(db, table_name(pending.entity))
             db.execute("BEGIN IMMEDIATE")
             try:
-                changed = 0
-                values = [
-                    (
-                        connection_id,
-                        row.key,
-                        row.updated_at,
-                        row.deleted_at,
-                        dump_json(row.data),
-                        now,
-                    )
-                    for row in rows
-                ]
-                # Many rows per statement: sqlite3 releases the GIL around every step, and a
-                # step per row lets a busy event loop thread stall this one on each of them.
-                for start in range(0, len(values), _CHUNK):
-                    chunk = values[start : start + _CHUNK]
-                    cursor = db.execute(
-                        _upsert(table, len(chunk)), [v for value in chunk for v in value]
-                    )
-                    changed += max(cursor.rowcount, 0)
-                if watermark is not None:
-                    db.execute(
-                        f'INSERT INTO "{_WATERMARKS}" (connection, entity, updated_at, synced_at) '  # noqa: S608
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (connection, entity) DO UPDATE SET "
-                        "updated_at = max(updated_at, excluded.updated_at), "
-                        "synced_at = excluded.synced_at",
-                        (connection_id, entity, watermark, now),
-                    )
+                counts = [self._write_one(db, pending, now) for pending in group]
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise self._fail("write", exc) from None
+        return counts
+
+    def _write_one(self, db: sqlite3.Connection, pending: _Pending, now: str) -> int:
+        connection_id, table = pending.connection_id, table_name(pending.entity)
+        values = [
+            (connection_id, row.key, row.updated_at, row.deleted_at, row.json, now)
+            for row in pending.rows
+        ]
+        changed = 0
+        # Many rows per statement: sqlite3 releases the GIL around every step, and each time
+        # this thread has to win it back from a busy event loop thread (up to the 5 ms switch
+        # interval): a page of 500 rows is one statement where the library allows it.
+        size = self._chunk
+        for start in range(0, len(values), size):
+            chunk = values[start : start + size]
+            cursor = db.execute(_upsert(table, len(chunk)), [v for value in chunk for v in value])
+            changed += max(cursor.rowcount, 0)
+        if pending.watermark is not None:
+            db.execute(
+                f'INSERT INTO "{_WATERMARKS}" (connection, entity, updated_at, synced_at) '  # noqa: S608
+                "VALUES (?, ?, ?, ?) ON CONFLICT (connection, entity) DO UPDATE SET "
+                "updated_at = max(updated_at, excluded.updated_at), "
+                "synced_at = excluded.synced_at",
+                (connection_id, pending.entity, pending.watermark, now),
+            )
         return changed
 
     def _ensure_table(self, db: sqlite3.Connection, table: str) -> None:
@@ -263,6 +315,13 @@ class SQLiteStore:
             "data TEXT NOT NULL, synced_at TEXT NOT NULL, PRIMARY KEY (connection, key))"
         )
         self._tables.add(table)
+
+    @staticmethod
+    def _exists(db: sqlite3.Connection, table: str) -> bool:
+        found = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return found is not None
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -308,10 +367,26 @@ class SQLiteStore:
 
         .. versionadded:: 0.1.0
         """
-        rows = await self.rows(entity, connection_id)
-        if deleted is None:
-            return len(rows)
-        return sum(1 for row in rows if row.deleted is deleted)
+        table = table_name(entity)
+        conditions, args = [], []
+        if connection_id:
+            conditions.append("connection = ?")
+            args.append(connection_id)
+        if deleted is not None:
+            conditions.append("deleted_at IS NOT NULL" if deleted else "deleted_at IS NULL")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+        def read() -> int:
+            db = self._require()
+            try:
+                if not self._exists(db, table):
+                    return 0
+                found = db.execute(f'SELECT count(*) FROM "{table}" {where}', args).fetchone()  # noqa: S608 - a checked identifier and fixed conditions
+            except sqlite3.Error as exc:
+                raise self._fail("read", exc) from None
+            return int(found[0])
+
+        return await self._run(read)
 
     async def rows(self, entity: str, connection_id: str | None = None) -> list[Row]:
         """Every stored record of an entity, ordered by connection and key.
@@ -334,17 +409,14 @@ class SQLiteStore:
             db = self._require()
             where, args = ("WHERE connection = ?", (connection_id,)) if connection_id else ("", ())
             try:
-                found = db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-                ).fetchone()
-                if found is None:
+                if not self._exists(db, table):
                     return []
                 cursor = db.execute(
                     f'SELECT key, updated_at, deleted_at, data FROM "{table}" {where} '  # noqa: S608
                     "ORDER BY connection, key",
                     args,
                 )
-                return [Row(k, u, d, json.loads(data)) for k, u, d, data in cursor]
+                return [Row(k, u, d, data) for k, u, d, data in cursor]
             except sqlite3.Error as exc:
                 raise self._fail("read", exc) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar, runtime_checkable
@@ -11,7 +12,7 @@ import attrs
 
 from makini_async._errors import MakiniError
 
-__all__ = ["Row", "Store", "StoreError", "run_on_thread"]
+__all__ = ["Row", "Store", "StoreError", "record_json", "run_on_thread"]
 
 
 class StoreError(MakiniError):
@@ -21,15 +22,39 @@ class StoreError(MakiniError):
     """
 
 
+def _stdlib_dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _orjson_dumps(value: object) -> str:
+    try:
+        return str(orjson.dumps(value), "utf-8")
+    except TypeError:  # e.g. an integer beyond 64 bits, which the standard library can write
+        return _stdlib_dumps(value)
+
+
+try:  # the `speedups` extra: about four times faster on records
+    import orjson
+except ImportError:  # pragma: no cover - depends on the install
+    record_json: Callable[[object], str] = _stdlib_dumps
+else:
+    record_json = _orjson_dumps
+
+
 @attrs.frozen
 class Row:
     """One record as a store keeps it.
+
+    The record travels as its compact JSON text, not as a dict: `sync` turns each page into rows
+    as soon as it arrives and lets the decoded page go, so that pages waiting for the store do
+    not keep tens of thousands of objects alive for the garbage collector to walk, and stores
+    write the text as it is. `data` decodes it when you need the object.
 
     Attributes:
         key: The record's key (unique per connection and entity).
         updated_at: Its ``updatedAt`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (sorts as text), or None.
         deleted_at: Its ``deletedAt`` in the same form when it is soft-deleted, else None.
-        data: The record's JSON object, unknown fields included.
+        json: The record's JSON object as compact text, unknown fields included.
 
     .. versionadded:: 0.1.0
     """
@@ -37,7 +62,30 @@ class Row:
     key: str
     updated_at: str | None
     deleted_at: str | None
-    data: Mapping[str, object] = attrs.field(repr=False)
+    json: str = attrs.field(repr=False)
+
+    @classmethod
+    def from_record(
+        cls,
+        key: str,
+        updated_at: str | None,
+        deleted_at: str | None,
+        record: Mapping[str, object],
+    ) -> Row:
+        """Make a row from a decoded record (written as compact JSON text).
+
+        Raises:
+            TypeError: The record holds something JSON cannot represent.
+
+        .. versionadded:: 0.1.0
+        """
+        return cls(key, updated_at, deleted_at, record_json(record))
+
+    @property
+    def data(self) -> dict[str, object]:
+        """The record's JSON object, decoded afresh on every access."""
+        decoded: dict[str, object] = json.loads(self.json)
+        return decoded
 
     @property
     def deleted(self) -> bool:

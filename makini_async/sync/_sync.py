@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -27,7 +27,7 @@ import attrs
 from makini_async._errors import MakiniError, ResponseDecodeError
 from makini_async._fanout import Outcome, OutcomeStatus, fan_out
 
-from ._store import Row, Store
+from ._store import Row, Store, record_json
 
 if TYPE_CHECKING:
     from makini_async._registry import Connection, ConnectionRegistry
@@ -237,11 +237,6 @@ def _parse_time(value: object) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-def _field(record: Mapping[str, object], name: str) -> object:
-    value = record.get(name)
-    return record.get(f"_{name}") if value is None else value
-
-
 @attrs.define
 class _Job:
     """One connection and entity being synced."""
@@ -286,19 +281,32 @@ class _Syncer:
         return params
 
     def _rows(self, job: _Job, body: object) -> tuple[list[Row], bool]:
+        """Turn a page into rows of JSON text (the decoded page can go as soon as this returns)."""
         if not isinstance(body, dict):
             raise ResponseDecodeError(f"The list of {job.entity} is not a JSON object.")
         data, meta = body.get("data"), body.get("meta")
         if not isinstance(data, list):
             raise ResponseDecodeError(f"The list of {job.entity} has no `data` array.")
         rows: list[Row] = []
+        append, dump, safe_key = rows.append, record_json, _SAFE_KEY.search
         for record in data:
             key = record.get("key") if isinstance(record, dict) else None
-            if not isinstance(key, str) or not _SAFE_KEY.search(key):
+            if not isinstance(key, str) or not safe_key(key):
                 raise ResponseDecodeError(f"A record of {job.entity} has no string `key`.")
-            updated = _normalise(_field(record, "updatedAt"))
-            deleted = _normalise(_field(record, "deletedAt"))
-            rows.append(Row(key, updated, deleted, record))
+            updated = record.get("updatedAt")
+            deleted = record.get("deletedAt")
+            if updated is None:
+                updated = record.get("_updatedAt")
+            if deleted is None:
+                deleted = record.get("_deletedAt")
+            append(
+                Row(
+                    key,
+                    None if updated is None else _normalise(updated),
+                    None if deleted is None else _normalise(deleted),
+                    dump(record),
+                )
+            )
         last = True
         if isinstance(meta, dict):
             current, last_page = meta.get("current_page"), meta.get("last_page")
@@ -324,10 +332,12 @@ class _Syncer:
         pending: asyncio.Future[None] | None = None
         try:
             while True:
-                response = await connection.request(
+                # The decoded page is not kept: only its rows wait for the store.
+                answer = await connection.request(
                     "GET", job.path, params=self._params(cursor, page)
                 )
-                rows, last = self._rows(job, response.data)
+                rows, last = self._rows(job, answer.data)
+                del answer
                 job.pages += 1
                 fresh = [row for row in rows if above.get(row.key, "") != row.updated_at]
                 stamps = [row.updated_at for row in rows if row.updated_at is not None]
