@@ -60,21 +60,33 @@ class AdminClient:
         client_id: The application's OAuth client id.
         client_secret: The application's OAuth client secret.
         base_url: Makini's API origin (the sandbox's ``url`` in tests).
-        admin_token: An admin token you already hold (fetched on first use otherwise).
+        admin_token: An admin token you already hold (fetched on first use otherwise). Given
+            alone, without client credentials, it is used until it is refused, and then every
+            call raises `ReauthorizationRequiredError`: there is nothing to renew it with.
+
+    Raises:
+        ValueError: Neither client credentials nor an admin token, or half of the credentials.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(
         self,
-        client_id: str,
-        client_secret: str,
+        client_id: str | None = None,
+        client_secret: str | None = None,
         *,
         base_url: str = DEFAULT_BASE_URL,
         admin_token: str | None = None,
     ) -> None:
+        if client_id is None and client_secret is None:
+            if admin_token is None:
+                raise ValueError("Pass client_id and client_secret, or an admin_token")
+            self._link: LinkClient | None = None
+        elif client_id is None or client_secret is None:
+            raise ValueError("Pass client_id and client_secret together")
         self._registry = ConnectionRegistry(base_url, on_reconnect=self._renew)
-        self._link = LinkClient(client_id, client_secret, registry=self._registry)
+        if client_id is not None and client_secret is not None:
+            self._link = LinkClient(client_id, client_secret, registry=self._registry)
         self._token = admin_token
         #: How many admin tokens were fetched (for monitoring and tests).
         self.tokens_fetched = 0
@@ -104,6 +116,12 @@ class AdminClient:
         # The only connection of the private registry is the admin one: /link/token goes
         # through its tokenless channel, which never runs this hook.
         del event
+        return await self._fetch_token()
+
+    async def _fetch_token(self) -> str | None:
+        """A new admin token from the client credentials (None: a bare token, nothing to renew)."""
+        if self._link is None:
+            return None
         pair = await self._link.client_credentials()
         self.tokens_fetched += 1
         self._token = pair.access_token
@@ -112,11 +130,9 @@ class AdminClient:
     async def _service(self) -> Service:
         registry = self._registry
         if _ADMIN not in registry:
-            if self._token is None:
-                pair = await self._link.client_credentials()
-                self.tokens_fetched += 1
-                self._token = pair.access_token
-            registry.add(_ADMIN, self._token)
+            # __init__ saw to it that there is a token or credentials to fetch one with.
+            token = self._token if self._token is not None else await self._fetch_token()
+            registry.add(_ADMIN, token or "")
         return Service(registry.get(_ADMIN))
 
     async def _request(self, method: str, path: str, body: JSON = None) -> JSON:

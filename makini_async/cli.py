@@ -3,7 +3,7 @@
 ::
 
     makini-async sync --connections customers.csv --entities work-orders,assets --store sync.db
-    makini-async sync --admin --entities work-orders --store sync.db   # MAKINI_ADMIN_TOKEN
+    makini-async sync --admin --entities work-orders --store sync.db   # MAKINI_CLIENT_ID/_SECRET
     makini-async demo [--db makini-demo.db]
     makini-async sandbox --port 8600 --connections 20
     MAKINI_TOKEN=... makini-async list work-orders --filter updatedAt:gt=2026-01-01
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import quote
 
+from makini_async._admin import AdminClient
 from makini_async._errors import AuthenticationError, MakiniError
 from makini_async._registry import DEFAULT_BASE_URL, ConnectionRegistry
 from makini_async._retry import RetryPolicy
@@ -64,7 +65,6 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 PLAIN_ENV: Final = "MAKINI_ASYNC_PLAIN"
 _PROG: Final = "makini-async"
-_ADMIN_ID: Final = "makini-admin"
 
 
 class UsageError(Exception):
@@ -352,46 +352,23 @@ def _last_page(body: Mapping[str, object]) -> bool:
 # -- sync --------------------------------------------------------------------------------------
 
 
-async def _admin_connections(  # noqa: C901 - paging, issuing and the hook in one place
-    registry: ConnectionRegistry, admin: ConnectionRegistry
-) -> Callable[[ReconnectEvent], Any]:
-    """Register every active connection of the account, with tokens from the Admin API."""
-    channel = admin.get(_ADMIN_ID)
-    page, ids = 1, []
-    while True:
-        answer = await channel.request(
-            "GET", "/api/system/connections", params={"page": page, "per_page": 100}
+def _admin_client(base_url: str) -> AdminClient:
+    """The Admin API client from the environment: client credentials, or a bare admin token."""
+    client_id = os.environ.get("MAKINI_CLIENT_ID", "").strip()
+    client_secret = os.environ.get("MAKINI_CLIENT_SECRET", "").strip()
+    admin_token = os.environ.get("MAKINI_ADMIN_TOKEN", "").strip() or None
+    if bool(client_id) != bool(client_secret):
+        raise UsageError("set both MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET")
+    if not client_id and admin_token is None:
+        raise UsageError(
+            "--admin needs MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET (or MAKINI_ADMIN_TOKEN)"
         )
-        body = answer.data if isinstance(answer.data, dict) else {}
-        rows = body.get("data")
-        for row in rows if isinstance(rows, list) else []:
-            if isinstance(row, dict) and row.get("status", "active") == "active":
-                key = row.get("key") or row.get("id")
-                if isinstance(key, str) and key:
-                    ids.append(key)
-        if _last_page(body):
-            break
-        page += 1
-
-    async def issue(connection_id: str) -> str | None:
-        answer = await channel.request(
-            "POST", f"/api/system/connections/{quote(connection_id, safe='')}/token"
+    try:
+        return AdminClient(
+            client_id or None, client_secret or None, base_url=base_url, admin_token=admin_token
         )
-        data = answer.data.get("data") if isinstance(answer.data, dict) else None
-        token = data.get("token") if isinstance(data, dict) else None
-        return token if isinstance(token, str) and token else None
-
-    for connection_id in ids:
-        token = await issue(connection_id)
-        if token is not None:
-            registry.add(connection_id, token)
-
-    async def hook(event: ReconnectEvent) -> str | None:
-        if event.error.code == "REAUTHORIZATION_REQUIRED":
-            return None  # a fresh token cannot fix changed credentials: the customer must act
-        return await issue(event.connection_id)
-
-    return hook
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def _run_sync(args: argparse.Namespace, reporter: _Reporter) -> int:
@@ -399,28 +376,23 @@ async def _run_sync(args: argparse.Namespace, reporter: _Reporter) -> int:
     # the entities, the connections file and the store are known to be good.
     entities = _entities(args.entities)
     pairs = [] if args.admin else _read_connections(args.connections)
-    admin_token = _env_token("MAKINI_ADMIN_TOKEN") if args.admin else ""
+    admin = _admin_client(args.base_url) if args.admin else None
     store = _open_store(args.store, args.format)
-    await store.open()
-    hook_target: list[Callable[[ReconnectEvent], Any]] = []
-
-    async def on_reconnect(event: ReconnectEvent) -> str | None:
-        if not hook_target:
-            return None
-        result: str | None = await hook_target[0](event)
-        return result
-
     try:
-        async with ConnectionRegistry(args.base_url, on_reconnect=on_reconnect) as registry:
-            if args.admin:
-                async with ConnectionRegistry(args.base_url) as admin:
-                    _add(admin, _ADMIN_ID, admin_token, "MAKINI_ADMIN_TOKEN")
-                    hook_target.append(await _admin_connections(registry, admin))
-                    return await _sync_and_report(args, reporter, registry, entities, store)
+        await store.open()
+        if admin is not None:
+            async with ConnectionRegistry(
+                args.base_url, on_reconnect=admin.reconnect_hook
+            ) as registry:
+                await registry.add_from_admin(admin)
+                return await _sync_and_report(args, reporter, registry, entities, store)
+        async with ConnectionRegistry(args.base_url) as registry:
             for connection_id, token in pairs:
                 _add(registry, connection_id, token, args.connections)
             return await _sync_and_report(args, reporter, registry, entities, store)
     finally:
+        if admin is not None:
+            await admin.aclose()
         await store.aclose()
 
 
@@ -722,7 +694,10 @@ def _parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--connections", metavar="FILE", help="JSON or CSV of id,token")
     source.add_argument(
-        "--admin", action="store_true", help="every active connection, via $MAKINI_ADMIN_TOKEN"
+        "--admin",
+        action="store_true",
+        help="every active connection, via the Admin API: $MAKINI_CLIENT_ID and "
+        "$MAKINI_CLIENT_SECRET (or a bare $MAKINI_ADMIN_TOKEN)",
     )
     run.add_argument("--entities", required=True, help="e.g. work-orders,assets")
     run.add_argument("--store", required=True, help="a SQLite file, or a directory for JSON lines")
@@ -817,7 +792,8 @@ def main(  # noqa: PLR0911 - one exit status per kind of failure
         err.write(f"{_PROG}: error: {_one_line(exc)}\n")
         return EXIT_USAGE
     except AuthenticationError as exc:
-        err.write(f"{_PROG}: error: the token was refused ({exc.code}, {exc.request_id})\n")
+        what = "client credentials were" if exc.path == "/link/token" else "token was"
+        err.write(f"{_PROG}: error: the {what} refused ({exc.code}, {exc.request_id})\n")
         return EXIT_FAILED
     except MakiniError as exc:
         err.write(f"{_PROG}: error: {_one_line(exc)}\n")

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from makini_async import ConnectionRegistry, NotFoundError, ValidationError
+from makini_async import AuthenticationError, ConnectionRegistry, NotFoundError, ValidationError
 from makini_async._admin import AdminClient
 from makini_async.models import ConnectionStatus
 from makini_async.sandbox import Sandbox
@@ -64,6 +64,22 @@ class TestAdminClient:
         ) as admin:
             assert (await admin.client()).id == sandbox.client_id
             assert admin.tokens_fetched == 1
+
+    async def test_a_bare_admin_token(self, sandbox: Sandbox) -> None:
+        """An admin token alone works until it is refused; then there is nothing to renew."""
+        async with AdminClient(base_url=sandbox.url, admin_token=sandbox.admin_token) as admin:
+            assert (await admin.client()).id == sandbox.client_id
+            assert admin.tokens_fetched == 0
+        async with AdminClient(base_url=sandbox.url, admin_token="stale") as admin:
+            with pytest.raises(AuthenticationError):
+                await admin.client()
+            assert admin.tokens_fetched == 0
+
+    def test_credentials_or_a_token_are_required(self) -> None:
+        with pytest.raises(ValueError, match="client_id and client_secret, or an admin_token"):
+            AdminClient()
+        with pytest.raises(ValueError, match="together"):
+            AdminClient("id-only", admin_token="t")
 
 
 class TestAddFromAdmin:

@@ -154,37 +154,49 @@ class TestSync:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """--admin syncs every active connection with tokens issued by the Admin API."""
+        client = threaded_sandbox.call(lambda sandbox: (sandbox.client_id, sandbox.client_secret))
         admin_token = threaded_sandbox.call(lambda sandbox: sandbox.admin_token)
         threaded_sandbox.call(lambda sandbox: sandbox.set_status("c4", "inactive"))
-        monkeypatch.setenv("MAKINI_ADMIN_TOKEN", admin_token)
-        code, out, err = _run(
-            "sync",
-            "--admin",
-            "--entities",
-            "assets",
-            "--store",
-            str(tmp_path / "s.db"),
-            "--base-url",
-            threaded_sandbox.url,
-            "--plain",
-        )
+        for name in ("MAKINI_CLIENT_ID", "MAKINI_CLIENT_SECRET", "MAKINI_ADMIN_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        argv = ["sync", "--admin", "--entities", "assets", "--base-url", threaded_sandbox.url]
+
+        def stored(db: Path) -> list[str]:
+            with sqlite3.connect(db) as conn:
+                rows = conn.execute("SELECT DISTINCT connection FROM eam_assets ORDER BY 1")
+                return [r[0] for r in rows]
+
+        # No credentials at all: a one-line usage error before any I/O.
+        code, _, err = _run(*argv, "--store", str(tmp_path / "none.db"))
+        assert "MAKINI_CLIENT_ID" in _single_line_error(code, err)
+
+        # Client credentials: the admin token is fetched through /link/token.
+        monkeypatch.setenv("MAKINI_CLIENT_ID", client[0])
+        monkeypatch.setenv("MAKINI_CLIENT_SECRET", client[1])
+        code, out, err = _run(*argv, "--store", str(tmp_path / "s.db"), "--plain")
         assert code == 0, out + err
-        with sqlite3.connect(tmp_path / "s.db") as conn:
-            rows = conn.execute("SELECT DISTINCT connection FROM eam_assets ORDER BY 1")
-            assert [r[0] for r in rows] == ["c1", "c2", "c3"]
+        assert stored(tmp_path / "s.db") == ["c1", "c2", "c3"]
+        assert client[1] not in out + err
+
+        # A bare admin token works too, and is never printed.
+        monkeypatch.delenv("MAKINI_CLIENT_ID")
+        monkeypatch.delenv("MAKINI_CLIENT_SECRET")
+        monkeypatch.setenv("MAKINI_ADMIN_TOKEN", admin_token)
+        code, out, err = _run(*argv, "--store", str(tmp_path / "t.db"), "--plain")
+        assert code == 0, out + err
+        assert stored(tmp_path / "t.db") == ["c1", "c2", "c3"]
         assert admin_token not in out + err
+
         monkeypatch.setenv("MAKINI_ADMIN_TOKEN", "wrong")
-        code, _, err = _run(
-            "sync",
-            "--admin",
-            "--entities",
-            "assets",
-            "--store",
-            str(tmp_path / "t.db"),
-            "--base-url",
-            threaded_sandbox.url,
-        )
+        code, _, err = _run(*argv, "--store", str(tmp_path / "u.db"))
         assert "token was refused" in _single_line_error(code, err, expected=1)
+        monkeypatch.delenv("MAKINI_ADMIN_TOKEN")
+        monkeypatch.setenv("MAKINI_CLIENT_ID", client[0])
+        monkeypatch.setenv("MAKINI_CLIENT_SECRET", "wrong-secret")
+        code, _, err = _run(*argv, "--store", str(tmp_path / "v.db"))
+        line = _single_line_error(code, err, expected=1)
+        assert "client credentials were refused (AUTHENTICATION_FAILED" in line
+        assert "wrong-secret" not in line
 
 
 class TestKilled:
