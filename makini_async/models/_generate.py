@@ -7,7 +7,8 @@ Run it again whenever the OpenAPI files change, then let ruff tidy the output::
     ruff format makini_async/models makini_async/resources
 
 It writes ``makini_async/models/_generated.py`` (one attrs class per schema of the EAM, ERP and
-WMS files, plus one write body per writable resource) and ``makini_async/resources/_generated.py``
+WMS files, plus one write body per writable resource and one per nested object a write body
+describes inline, e.g. a work order's ``tasks``) and ``makini_async/resources/_generated.py``
 (one service per collection with exactly the verbs its paths serve, and the ``eam``/``erp``/
 ``wms`` namespaces). Field types follow the rules in `field_type`: the OpenAPI files type nearly
 everything as a string, so names decide where a string is really a timestamp or a number, as
@@ -71,6 +72,9 @@ _NUMERIC_PARTS: Final = (
     "total",
 )
 _TEXT_NAMES: Final = {"title", "name", "description", "notes", "instructions", "completionremarks"}
+#: Write-body fields holding objects or lists of them. The ones a body describes inline (a work
+#: order's ``tasks`` and ``documents``) get a class of their own (`_nested_models`); the others
+#: stay free-form JSON, as the OpenAPI files say nothing of their items.
 _NESTED_WRITE_FIELDS: Final = {
     "documents",
     "tasks",
@@ -148,7 +152,7 @@ def write_type(name: str, rule: str) -> str:  # noqa: PLR0911 - a decision table
         return "JSON | Unset"
     if name.endswith("Key"):
         return "str | Unset | None"
-    if name.endswith("Keys"):
+    if name.endswith("Keys") or name == "checkList":
         return "Sequence[str] | Unset | None"
     if "boolean" in rule:
         return "bool | Unset | None"
@@ -180,7 +184,7 @@ class _Source:
 
     def __init__(self, folder: Path) -> None:
         self.fields: dict[str, dict[str, tuple[str, str]]] = {}
-        self.routes: list[tuple[str, str, str, str, dict[str, str]]] = []
+        self.routes: list[tuple[str, str, str, str, dict[str, str], dict[str, _Shape]]] = []
         for domain in _DOMAINS:
             doc = json.loads((folder / f"oas3_{domain}.json").read_text(encoding="utf-8"))
             for name, schema in doc["components"]["schemas"].items():
@@ -192,7 +196,9 @@ class _Source:
                     table.setdefault(prop, _prop(spec))
             for path, ops in doc["paths"].items():
                 for method, op in ops.items():
-                    self.routes.append((domain, method.upper(), path, _schema(op), _body(op)))
+                    self.routes.append(
+                        (domain, method.upper(), path, _schema(op), _body(op), _shapes(op))
+                    )
 
 
 def _schema(op: dict[str, Any]) -> str:
@@ -205,15 +211,47 @@ def _schema(op: dict[str, Any]) -> str:
     return _ref(items["$ref"]) if "$ref" in items else ""
 
 
-def _body(op: dict[str, Any]) -> dict[str, str]:
+class _Shape:
+    """A nested object of a write body: the body field's declared type and the object's rules."""
+
+    def __init__(self, kind: str, fields: dict[str, str]) -> None:
+        self.kind = kind
+        self.fields = fields
+
+
+def _merge_shapes(into: dict[str, _Shape], shapes: dict[str, _Shape]) -> None:
+    """Add the nested objects (and their fields) that another route of the resource declares."""
+    for name, shape in shapes.items():
+        into.setdefault(name, _Shape(shape.kind, {})).fields.update(shape.fields)
+
+
+def _body_properties(op: dict[str, Any]) -> dict[str, Any]:
     body = op.get("requestBody")
     if not body:
         return {}
     media = next(iter(body["content"].values()))
     props = media.get("schema", {}).get("properties", {})
-    if not isinstance(props, dict):
-        return {}
-    return {name: f"{p.get('type', '')}|{p.get('format') or ''}" for name, p in props.items()}
+    return props if isinstance(props, dict) else {}
+
+
+def _rule(prop: dict[str, Any]) -> str:
+    return f"{prop.get('type', '')}|{prop.get('format') or ''}"
+
+
+def _body(op: dict[str, Any]) -> dict[str, str]:
+    return {name: _rule(p) for name, p in _body_properties(op).items()}
+
+
+def _shapes(op: dict[str, Any]) -> dict[str, _Shape]:
+    """The body fields whose object (or array item) the OpenAPI describes inline."""
+    shapes: dict[str, _Shape] = {}
+    for name, prop in _body_properties(op).items():
+        kind = str(prop.get("type", ""))
+        inner = prop.get("items") if kind == "array" else prop
+        fields = inner.get("properties") if isinstance(inner, dict) else None
+        if isinstance(fields, dict) and fields:
+            shapes[name] = _Shape(kind, {field: _rule(spec) for field, spec in fields.items()})
+    return shapes
 
 
 # -- resources --------------------------------------------------------------------------------
@@ -229,6 +267,7 @@ class _Service:
         self.verbs: set[str] = set()
         self.status_field = ""
         self.write_fields: dict[str, str] = {}
+        self.write_shapes: dict[str, _Shape] = {}
 
     @property
     def attribute(self) -> str:
@@ -243,7 +282,7 @@ class _Service:
 def _services(source: _Source) -> tuple[dict[str, dict[str, _Service]], dict[str, list[str]]]:  # noqa: C901, PLR0912 - one pass over the routes
     services: dict[str, dict[str, _Service]] = {d: {} for d in _DOMAINS}
     statuses: dict[str, list[str]] = {d: [] for d in _DOMAINS}
-    for domain, method, path, schema, body in source.routes:
+    for domain, method, path, schema, body, shapes in source.routes:
         parts = path.split("/")[3:]
         if parts[0] == "statuses":
             statuses[domain].append(parts[1])
@@ -259,6 +298,7 @@ def _services(source: _Source) -> tuple[dict[str, dict[str, _Service]], dict[str
         elif shape[:2] == ("POST", 1):
             service.verbs.add("create")
             service.write_fields.update(body)
+            _merge_shapes(service.write_shapes, shapes)
         elif len(parts) == 2 and not parts[1].startswith("{"):  # noqa: PLR2004
             service.verbs.add(f"list_{parts[1].replace('-', '_')}")
         elif shape[:2] == ("GET", 2):
@@ -267,6 +307,7 @@ def _services(source: _Source) -> tuple[dict[str, dict[str, _Service]], dict[str
         elif shape[:2] == ("PUT", 2):
             service.verbs.add("update")
             service.write_fields.update(body)
+            _merge_shapes(service.write_shapes, shapes)
         elif tail == "status":
             service.verbs.add("set_status")
             service.status_field = next(iter(body), "status")
@@ -307,11 +348,77 @@ if TYPE_CHECKING:
 '''
 
 
-def _models(source: _Source, entities: set[str], writes: dict[str, dict[str, str]]) -> str:
+def nested_input_name(schema: str, field: str) -> str:
+    """The class of a nested write object: parent input, field in the singular, ``Input``.
+
+    ``WorkOrder`` + ``tasks`` → ``WorkOrderTaskInput``; ``SalesOrder`` + ``billingAddress`` →
+    ``SalesOrderBillingAddressInput``.
+    """
+    word = field[:1].upper() + field[1:]
+    if word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif word.endswith("sses"):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return f"{class_name(schema)}{word}Input"
+
+
+def _is_many(source: _Source, schema: str, field: str, shape: _Shape) -> bool:
+    """Whether a nested write field takes a list of objects.
+
+    The record's own schema decides where it has the field: Makini's write bodies declare
+    ``tasks`` and ``documents`` as a single ``object`` while records (and the bodies' examples)
+    carry lists of them. Otherwise the body's declared type decides.
+    """
+    read = source.fields.get(schema, {}).get(field)
+    return read[0] == "array" if read else shape.kind == "array"
+
+
+def _nested_models(
+    source: _Source, schema: str, shapes: dict[str, _Shape], taken: set[str]
+) -> tuple[dict[str, str], list[str]]:
+    """The parent's annotation of each nested field, and the nested classes' source."""
+    annotations: dict[str, str] = {}
+    out: list[str] = []
+    parent = f"{class_name(schema)}Input"
+    for field, shape in sorted(shapes.items()):
+        name = nested_input_name(schema, field)
+        if name in taken:
+            raise SystemExit(f"{schema}.{field}: the class name {name} is already taken")
+        taken.add(name)
+        if _is_many(source, schema, field, shape):
+            annotations[field] = f"Sequence[{name}] | JSON | Unset"
+            summary = f"An item of ``{field}`` in a `{parent}`"
+        else:
+            annotations[field] = f"{name} | JSON | Unset"
+            summary = f"The ``{field}`` object of a `{parent}`"
+        out.append(f"\n@attrs.frozen(slots=True, kw_only=True)\nclass {name}(Writable):\n")
+        out.append(
+            f'    """{summary}: only the fields set are sent.\n\n'
+            '    .. versionadded:: 0.1.0\n    """\n\n'
+        )
+        for prop, rule in sorted(shape.fields.items()):
+            attr = snake(prop)
+            if camel(attr) != prop:
+                raise SystemExit(f"{schema} body field {field}.{prop} does not survive the casing")
+            out.append(f"    {attr}: {write_type(prop, rule)} = UNSET\n")
+    return annotations, out
+
+
+def _models(
+    source: _Source,
+    entities: set[str],
+    writes: dict[str, dict[str, str]],
+    shapes: dict[str, dict[str, _Shape]],
+) -> str:
     schemas = set(source.fields)
-    names = sorted(class_name(s) for s in schemas)
-    names += sorted(f"{class_name(s)}Input" for s in writes)
-    out = [_MODELS_HEADER, f"__all__ = {sorted(names)!r}\n\n"]
+    taken = {class_name(s) for s in schemas} | {f"{class_name(s)}Input" for s in writes}
+    # Nested classes first, so that __all__ names them and the parents know their annotations.
+    nested = {
+        schema: _nested_models(source, schema, shapes.get(schema, {}), taken) for schema in writes
+    }
+    out = [_MODELS_HEADER, f"__all__ = {sorted(taken)!r}\n\n"]
     for schema in sorted(schemas, key=class_name):
         entity = schema in entities
         base = "Entity" if entity else "Model"
@@ -335,11 +442,13 @@ def _models(source: _Source, entities: set[str], writes: dict[str, dict[str, str
             f'    """The body of a ``{schema}`` create or update: only the fields set are sent.'
             '\n\n    .. versionadded:: 0.1.0\n    """\n\n'
         )
+        annotations, parts = nested[schema]
         for prop, rule in sorted(fields.items()):
             attr = snake(prop)
             if camel(attr) != prop:
                 raise SystemExit(f"{schema} body field {prop} does not survive the casing")
-            out.append(f"    {attr}: {write_type(prop, rule)} = UNSET\n")
+            out.append(f"    {attr}: {annotations.get(prop) or write_type(prop, rule)} = UNSET\n")
+        out.extend(parts)
     return "".join(out)
 
 
@@ -557,6 +666,20 @@ def _resources_init(generated: list[str]) -> str:
     )
 
 
+def _writes(
+    services: dict[str, dict[str, _Service]],
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, _Shape]]]:
+    """The write-body fields and nested objects of every writable schema, over all domains."""
+    writes: dict[str, dict[str, str]] = {}
+    shapes: dict[str, dict[str, _Shape]] = {}
+    for domain_services in services.values():
+        for service in domain_services.values():
+            if {"create", "update"} & service.verbs and service.schema:
+                writes.setdefault(service.schema, {}).update(service.write_fields)
+                _merge_shapes(shapes.setdefault(service.schema, {}), service.write_shapes)
+    return writes, shapes
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the generated models and services from the OpenAPI folder given.
 
@@ -573,12 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     services, statuses = _services(source)
     entities = {s.schema for d in services.values() for s in d.values() if s.schema}
     entities |= {"Status", "MaterialItem"}
-    writes: dict[str, dict[str, str]] = {}
-    for domain_services in services.values():
-        for service in domain_services.values():
-            if {"create", "update"} & service.verbs and service.schema:
-                writes.setdefault(service.schema, {}).update(service.write_fields)
-    _MODELS_OUT.write_text(_models(source, entities, writes), encoding="utf-8")
+    writes, shapes = _writes(services)
+    _MODELS_OUT.write_text(_models(source, entities, writes, shapes), encoding="utf-8")
     text, names = _resources(services, statuses)
     text = text.replace("from ._base import (", "from ._base import (\n    Listing,", 1)
     text += f"\n\n__all__ = {sorted(names)!r}\n"

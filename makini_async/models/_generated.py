@@ -94,7 +94,9 @@ __all__ = [
     "User",
     "Vendor",
     "WorkOrder",
+    "WorkOrderDocumentInput",
     "WorkOrderInput",
+    "WorkOrderTaskInput",
     "WorkResource",
     "WorkTrigger",
 ]
@@ -1751,7 +1753,7 @@ class WorkOrderInput(Writable):
     completion_remarks: str | Unset | None = UNSET
     created_at: datetime | Unset | None = UNSET
     deleted_at: datetime | Unset | None = UNSET
-    documents: JSON | Unset = UNSET
+    documents: Sequence[WorkOrderDocumentInput] | JSON | Unset = UNSET
     due_at: datetime | Unset | None = UNSET
     estimated_time: Decimal | int | Unset | None = UNSET
     instructions: str | Unset | None = UNSET
@@ -1766,8 +1768,37 @@ class WorkOrderInput(Writable):
     site_key: str | Unset | None = UNSET
     status_key: str | Unset | None = UNSET
     storeroom_key: str | Unset | None = UNSET
-    tasks: JSON | Unset = UNSET
+    tasks: Sequence[WorkOrderTaskInput] | JSON | Unset = UNSET
     team_key: str | Unset | None = UNSET
     title: str | Unset | None = UNSET
     updated_at: datetime | Unset | None = UNSET
     user_approved_key: str | Unset | None = UNSET
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class WorkOrderDocumentInput(Writable):
+    """An item of ``documents`` in a `WorkOrderInput`: only the fields set are sent.
+
+    .. versionadded:: 0.1.0
+    """
+
+    content_type: str | Unset | None = UNSET
+    description: str | Unset | None = UNSET
+    name: str | Unset | None = UNSET
+    notes: str | Unset | None = UNSET
+    type: str | Unset | None = UNSET
+    url: str | Unset | None = UNSET
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class WorkOrderTaskInput(Writable):
+    """An item of ``tasks`` in a `WorkOrderInput`: only the fields set are sent.
+
+    .. versionadded:: 0.1.0
+    """
+
+    check_list: Sequence[str] | Unset | None = UNSET
+    code: str | Unset | None = UNSET
+    description: str | Unset | None = UNSET
+    priority: Level | str | Unset | None = UNSET
+    title: str | Unset | None = UNSET

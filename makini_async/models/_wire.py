@@ -625,6 +625,9 @@ def _encode_value(value: object) -> JSON:  # noqa: PLR0911 - one return per type
         return int(value) if value == value.to_integral_value() else str(value)
     if isinstance(value, Enum):
         return cast("JSON", value.value)
+    if isinstance(value, Writable):
+        # Not a Model (no raw dict to send back): only its set fields go, as for the parent.
+        return encode(value)
     if isinstance(value, Mapping):
         return {str(k): _encode_value(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -636,6 +639,8 @@ def _encode_value(value: object) -> JSON:  # noqa: PLR0911 - one return per type
 
 def encode(body: Writable) -> dict[str, JSON]:
     """Turn a write body into its JSON object: only the fields set, under their wire names.
+
+    Nested write bodies (in a field, or in a list in a field) are encoded the same way.
 
     Returns:
         The JSON object; ``extra`` is merged in last.

@@ -17,7 +17,14 @@ from makini_async import (
     TransportError,
     Upload,
 )
-from makini_async.models import Document
+from makini_async.models import (
+    Document,
+    Level,
+    WorkOrder,
+    WorkOrderDocumentInput,
+    WorkOrderInput,
+    WorkOrderTaskInput,
+)
 from makini_async.testing import VirtualClock
 from makini_async.typing import JSON, ReconnectHook
 
@@ -81,3 +88,21 @@ async def upload_documents(registry: ConnectionRegistry) -> None:
     )
     form_response: APIResponse = await conn.request("POST", "/x", form={"a": "b"})
     del response, form_response
+
+
+async def create_with_tasks(registry: ConnectionRegistry) -> None:
+    conn = registry.get("acme")
+    order: WorkOrder = await conn.eam.work_orders.create(
+        WorkOrderInput(
+            title="Replace seal",
+            tasks=[
+                WorkOrderTaskInput(title="Drain", check_list=["valve shut"], priority=Level.HIGH)
+            ],
+            documents=[WorkOrderDocumentInput(name="Manual", url="https://example.com/m.pdf")],
+        )
+    )
+    raw: JSON = [{"title": "Drain"}]
+    again: WorkOrder = await conn.eam.work_orders.update(
+        order.key or "", WorkOrderInput(tasks=raw, documents=[])
+    )
+    del again
