@@ -16,7 +16,10 @@ an interpreter lock. Two measurements, each in the same run:
    orjson and the typed decode into ``Page[WorkOrder]``). Target: ``makini`` >= 0.7x ``raw-json``.
 2. Listing all 10,000 work orders, 100 per page, page by page and with ``prefetch=8``, once with
    the sandbox answering at once and once with ``--latency`` seconds added per answer (Makini's
-   own answers take tens to hundreds of milliseconds). Target: prefetch >= 2.5x page by page.
+   own answers take tens to hundreds of milliseconds). Target: prefetch >= 2.5x page by page with
+   the latency; without it both are bound by this process's CPU (there is no wait to overlap),
+   and that ratio is printed for information. Each listing starts after a full collection, with
+   the previous one's 10,000 records gone, so neither pays for the other's garbage.
 
 Each variant runs twice and the better run counts. Numbers on a shared machine are indicative.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import subprocess
@@ -156,10 +160,15 @@ async def _listing(url: str, token: str, latency: float) -> dict[str, float]:
         await service.list(per_page=100).to_list()  # warm the page cache
         for _ in range(2):
             for name, prefetch in (("page by page", 0), ("prefetch=8", 8)):
+                # Each variant starts from the same heap: the previous listing (10,000 records,
+                # about 100,000 objects) is gone, so that neither pays for the other's full
+                # garbage collections.
+                gc.collect()
                 start = time.perf_counter()
                 records = await service.list(per_page=100, prefetch=prefetch).to_list()
                 elapsed = time.perf_counter() - start
                 assert len(records) == _WORK_ORDERS, len(records)
+                del records
                 results[name] = min(results.get(name, float("inf")), elapsed)
     return results
 
@@ -191,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nlisting {_WORK_ORDERS:,} work orders, 100 per page, latency {latency}s:")
             for name, seconds in times.items():
                 print(f"  {name:<13} {seconds:6.2f} s")
-            verdict = "PASS" if speedup >= 2.5 else "FAIL"
+            # On loopback with no added latency there is no wait to overlap: both are bound by
+            # the client's CPU, and the ratio is printed for information only.
+            verdict = "info" if latency == 0 else ("PASS" if speedup >= 2.5 else "FAIL")  # noqa: PLR2004
             print(f"  prefetch speed-up {speedup:.2f}x (>= 2.5: {verdict})")
     return 0
 
