@@ -8,10 +8,11 @@ seen (up to ``_MAX_SHAPES`` per model) gets its own function that unpacks ``d.va
 position instead of looking every key up, and knows its unknown keys in advance; any other
 layout takes the generic function, which looks keys up with ``dict.get``. The first layout
 seen is compiled into the structure function itself (one call per record, not two). Records are
-built on a mutable twin of the frozen class (`_builder`) with plain attribute stores, then turned
-into the class by assigning ``__class__``; ``raw`` keeps the decoded dict and wraps it read-only on
-access. The functions are also registered as hooks on the shared cattrs converter, so that
-``converter.structure(data, WorkOrder)`` takes the same path.
+built on a mutable twin of the frozen class (`_builder`, a subclass that adds no slot) with plain
+attribute stores, then turned into the class by assigning ``__class__``; ``raw`` keeps the
+decoded dict and wraps it read-only on access. The functions are also registered as hooks on
+the shared cattrs converter, so that ``converter.structure(data, WorkOrder)`` takes the same
+path.
 
 Decoding rules, for forward compatibility: unknown fields land in ``extra``; a level or status
 outside the known set stays a string; numbers may arrive as numeric strings; timestamps become
@@ -390,18 +391,20 @@ def _store(name: str, value: str, *, direct: bool) -> str:
 
 
 def _builder(cls: type) -> type | None:
-    """A mutable twin of the frozen ``cls`` with the very same slots, or None if none fits.
+    """A mutable twin of the frozen ``cls``: a subclass adding no slot, or None if none fits.
 
     The generated functions fill a twin instance with plain attribute stores (which the
     interpreter specialises, unlike descriptor calls) and then turn it into ``cls`` by assigning
-    ``__class__``, which CPython allows between classes of the same base and slot layout. The
-    object users get is an ordinary, frozen instance of ``cls``.
+    ``__class__``, which CPython allows between classes of the same slot layout (and checks
+    fastest when one is the other's subclass). The object users get is an ordinary, frozen
+    instance of ``cls``; the twin never escapes.
     """
-    slots = cls.__dict__.get("__slots__")
-    if not isinstance(slots, tuple) or len(cls.__bases__) != 1:
+    if "__slots__" not in cls.__dict__ or "__dict__" in cls.__dict__:
         return None
     namespace = {
-        "__slots__": slots,
+        # A subclass that adds no slot: the same layout, so assigning __class__ back is cheap
+        # (CPython compares layouts by walking up to the common base).
+        "__slots__": (),
         "__module__": __name__,
         "__qualname__": f"_builder.<{cls.__qualname__}>",
         # Both, so that the type gets the generic attribute store of `object` back.
@@ -411,8 +414,8 @@ def _builder(cls: type) -> type | None:
         "__init__": object.__init__,
     }
     try:
-        twin = type(f"_{cls.__name__}Builder", cls.__bases__, namespace)
-        probe: object = object.__new__(twin)
+        twin = type(f"_{cls.__name__}Builder", (cls,), namespace)
+        probe: object = twin()
         probe.__class__ = cls
     except TypeError:  # pragma: no cover - a layout CPython refuses to swap
         return None
