@@ -107,7 +107,7 @@ def _peer_models() -> dict[str, Callable[[bytes], object]]:  # noqa: C901 - two 
     def fields(cls: type, build: Callable[[type], Any]) -> list[tuple[str, str, object]]:
         out: list[tuple[str, str, object]] = []
         for field in attrs.fields(cls):
-            if field.name in {"extra", "raw"}:
+            if field.name in {"extra", "raw", "_raw"}:
                 continue
             text = str(field.type)
             many = re.match(r"^tuple\[(\w+), \.\.\.\]$", text)
