@@ -358,6 +358,8 @@ class _Call:
     repeatable: bool
     generation: int = 0
     attempts: int = 0
+    # With a deadline: when the latest attempt started (the call's start, for the first one).
+    attempt_started: float = 0.0
     # A multipart body whose files are read (once) when the call starts; then None.
     multipart: Multipart | None = None
     # Strings sent in the body that must never be kept from an error answer (client secrets).
@@ -875,7 +877,8 @@ class Requestor:
                 raise TypeError("deadline must be a number of seconds, or None")
             if not deadline > 0:
                 raise ValueError(f"deadline must be > 0 seconds, got {deadline!r}")
-            deadline_at = self.clock.monotonic() + deadline
+            started = self.clock.monotonic()
+            deadline_at = started + deadline
         # Positional: keyword arguments would cost a third of this method on every call.
         call = _Call(
             channel,
@@ -891,6 +894,8 @@ class Requestor:
         )
         if upload is not None:
             call.multipart = upload
+        if deadline_at is not None:
+            call.attempt_started = started
         return call
 
     def _timeouts(self, timeout: Timeouts | float) -> Timeouts:
@@ -939,6 +944,8 @@ class Requestor:
                 break
             await channel.reauthorize(call.generation, failure)
             replayed = True
+            if call.deadline_at is not None:
+                call.attempt_started = self.clock.monotonic()
             try:
                 return await self._attempt(call)
             except (_Retry, AuthenticationError) as exc:
@@ -950,8 +957,8 @@ class Requestor:
         """Further attempts after ``retry``, spaced by the policy's jittered backoff.
 
         Raises:
-            _Retry: The last failure, once the attempts are spent or the next wait would pass
-                the call's deadline.
+            _Retry: The last failure, once the attempts are spent or the next attempt (its wait
+                plus as long as the failed one took) would end after the call's deadline.
         """
         policy = self.policy
         waits = policy.waits()
@@ -961,13 +968,18 @@ class Requestor:
             if call.deadline_at is not None:
                 now = self.clock.monotonic()
                 hold = max(delay, call.channel.gate_remaining(now))
-                if now + hold >= call.deadline_at:
+                # The failed attempt's length is the best guess of the next one's: a retry
+                # that would end after the deadline is not started, and the real error is
+                # raised instead of a timeout.
+                expected = now - call.attempt_started
+                if now + hold + expected >= call.deadline_at:
                     logger.info(
-                        "Giving up %s %s: the next attempt would start after the deadline",
+                        "Giving up %s %s: the next attempt would end after the deadline",
                         call.method,
                         call.path,
                     )
                     raise retry
+                call.attempt_started = now + hold
             logger.info(
                 "Retrying %s %s after %s (attempt %d of %d, waiting %.3fs)",
                 call.method,
