@@ -18,6 +18,7 @@ A tour::
         sandbox.change_credentials("c1"); sandbox.reconnect("c1")
         sandbox.expire_token("c1"); sandbox.set_status("c1", "inactive")
         sandbox.requests(connection="c1")                # the request log
+        sandbox.requests("c1", method="POST")[-1].json()  # what a create sent
         hook = sandbox.add_webhook("c1", "http://127.0.0.1:9000/hook", events=["work-orders.*"])
         await sandbox.wait_for_deliveries(1); sandbox.deliveries()
 
@@ -36,6 +37,7 @@ from makini_async.sandbox._state import (
     Delivery,
     Fault,
     FaultKind,
+    FormPart,
     RequestRecord,
     WebhookEndpoint,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "Delivery",
     "Fault",
     "FaultKind",
+    "FormPart",
     "ProviderRules",
     "RequestRecord",
     "Sandbox",

@@ -1,15 +1,15 @@
 """The aiohttp.web application: Makini's paths, the auth endpoints and ``/_sandbox/``.
 
-One catch-all route feeds :class:`_Handler`, which logs the request, applies the rate limit and
-any armed fault, matches the path against the OpenAPI table, checks the token and answers. Every
-error is the contract's envelope with ``X-Request-Id``; nothing a client sends produces a 500
-page.
+One catch-all route feeds :class:`_Handler`, which reads the body and logs the request (its body
+capped), applies the rate limit and any armed fault, matches the path against the OpenAPI table,
+checks the token and answers. Every error is the contract's envelope with ``X-Request-Id``;
+nothing a client sends produces a 500 page.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
 import hashlib
 import json
 import logging
@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlencode
 
 import attrs
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from makini_async.sandbox._data import Collection, Record, iso, record_uuid
 from makini_async.sandbox._errors import ApiError, code_for_status, dumps, envelope, new_request_id
+from makini_async.sandbox._forms import read_multipart
 from makini_async.sandbox._query import QueryError, apply, parse_query
 from makini_async.sandbox._spec import SUBLIST_PARENT_FIELD, Route
-from makini_async.sandbox._state import ConnectionState, Fault, RequestRecord, Token
+from makini_async.sandbox._state import ConnectionState, Fault, FormPart, RequestRecord, Token
 from makini_async.sandbox._writes import PROVIDERS, check_body, provider_errors
 
 if TYPE_CHECKING:
@@ -83,6 +84,11 @@ def _error_response(exc: ApiError, request_id: str, headers: dict[str, str]) -> 
 
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _media_type(request: web.Request) -> str:
+    # aiohttp says application/octet-stream when the header is missing; the log says "" then.
+    return request.content_type if hdrs.CONTENT_TYPE in request.headers else ""
 
 
 def _bearer(request: web.Request) -> str:
@@ -145,9 +151,11 @@ class _Handler:
             connection=state.id if state else None,
             idempotency_key=request.headers.get("Idempotency-Key"),
             time=self.sb.now(),
+            content_type=_media_type(request),
         )
         self.sb.log(record)
         try:
+            await self._capture(request, record)
             call = _Call(request, request_id, headers, token, state, record)
             response = await self._serve(call)
         except ApiError as exc:
@@ -160,6 +168,39 @@ class _Handler:
             response = _error_response(ApiError("INTERNAL_ERROR"), request_id, headers)
         record.status = response.status
         return response
+
+    async def _capture(self, request: web.Request, record: RequestRecord) -> None:
+        """Read the body before anything answers, and keep its head in the log.
+
+        ``request.read()`` caches the bytes, so the handlers' own reads cost nothing, and
+        multipart bodies are parsed from them as well (``_forms``): the stream that
+        ``request.post()`` would read is spent. A body announced over ``max_body`` is left
+        unread, for the handler to refuse as before; a chunked one that turns out too large is
+        refused here, since part of it has been read.
+        """
+        if not request.body_exists:
+            return
+        if request.content_length is not None and request.content_length > self.sb.max_body:
+            record.body_size = None
+            return
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            record.body_size = None
+            raise ApiError(
+                "PAYLOAD_TOO_LARGE", f"Bodies are limited to {self.sb.max_body} bytes."
+            ) from None
+        record.body = raw[: self.sb.log_body_limit]
+        record.body_size = len(raw)
+        if record.content_type.startswith("multipart/"):
+            try:
+                fields = await read_multipart(request.headers, raw)
+            except Exception:  # noqa: BLE001 - a body that does not parse is the handler's to refuse
+                return
+            # Names and sizes only: file contents stay out of the log, beyond the capped body.
+            record.parts = tuple(
+                FormPart(f.name, f.filename, f.content_type, len(f.data)) for f in fields
+            )
 
     async def _serve(self, call: _Call) -> web.StreamResponse:
         request, headers, state = call.request, call.headers, call.state
@@ -185,11 +226,8 @@ class _Handler:
         if delay > 0:
             await asyncio.sleep(delay)
         if fault is not None and fault.kind != "latency":
+            # The body was read in full (_capture): a drop or reset comes after it arrived.
             call.record.fault = fault.kind
-            if fault.kind in {"drop", "reset"} and request.can_read_body:
-                # The request is read in full first: the failure comes after it arrived.
-                with contextlib.suppress(web.HTTPException, OSError, ValueError):
-                    await request.read()
             if fault.kind in {"truncate", "malformed"}:
                 return await self._broken_body(call, fault)
             return self._fault(call, fault)
@@ -537,20 +575,25 @@ class _Handler:
             raise ApiError("UNSUPPORTED_MEDIA_TYPE", "Upload documents as multipart/form-data.")
         if request.content_length is not None and request.content_length > self.sb.max_body:
             raise ApiError("PAYLOAD_TOO_LARGE", f"Bodies are limited to {self.sb.max_body} bytes.")
+        # request.post() would read the socket stream, which _capture has spent: parse the cache.
+        raw = await request.read()
         try:
-            form = await request.post()
-        except web.HTTPRequestEntityTooLarge:
-            raise ApiError("PAYLOAD_TOO_LARGE") from None
+            fields = await read_multipart(request.headers, raw)
         except Exception as exc:  # noqa: BLE001 - aiohttp's multipart parser raises many types
             raise ApiError("INVALID_REQUEST", f"Malformed multipart body: {exc}.") from None
-        upload = form.get("file")
-        if not isinstance(upload, web.FileField):
+        if any(f.name is None for f in fields):
+            raise ApiError("INVALID_REQUEST", "Malformed multipart body: a part has no name.")
+        # The first part of each name counts, as with request.post()'s MultiDict.get().
+        upload = next((f for f in fields if f.name == "file"), None)
+        if upload is None or not upload.filename:
             raise ApiError(
                 "VALIDATION_ERROR", details={"fields": {"file": ["The file field is required."]}}
             )
+        name = next((f for f in fields if f.name == "name"), None)
         return {
-            "name": str(form.get("name") or upload.filename),
-            "contentType": upload.content_type,
+            "name": (name.text() if name is not None and not name.filename else "")
+            or upload.filename,
+            "contentType": upload.content_type or "application/octet-stream",
             "type": "file",
             "url": f"sandbox://documents/{upload.filename}",
         }
@@ -1183,6 +1226,11 @@ class _ControlPlane:
         return {"cleared": True}
 
     async def _requests(self, request: web.Request, params: dict[str, str]) -> object:
+        """The request log as JSON: each record's fields, its body as text or base64.
+
+        ``body_encoding`` is ``utf-8`` when the captured bytes decode as UTF-8 and ``base64``
+        otherwise; ``body_size`` and ``body_truncated`` tell whether the body was cut.
+        """
         del params
         query = request.query
         return self.sb.requests(
@@ -1262,11 +1310,25 @@ class _ControlPlane:
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, RequestRecord):
+        return _record_json(value)
     if attrs.has(type(value)):
         return attrs.asdict(value, filter=lambda a, _v: a.repr is not False)  # type: ignore[arg-type]
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def _record_json(record: RequestRecord) -> dict[str, object]:
+    # The control plane serves tests, so it shows the body that repr() hides: as text when it is
+    # UTF-8, else as base64 (``body_encoding`` says which).
+    plain = attrs.asdict(record, filter=lambda a, _v: a.repr is not False)
+    try:
+        body, encoding = record.body.decode(), "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = base64.b64encode(record.body).decode("ascii"), "base64"
+    plain.update(body=body, body_encoding=encoding, body_truncated=record.body_truncated)
+    return plain
 
 
 def _opt_str(value: object) -> str | None:

@@ -67,6 +67,11 @@ class Sandbox:
         client_id: The application's OAuth client id.
         client_secret: The application's OAuth client secret.
         max_body: The largest accepted request body in bytes.
+        log_body_limit: How many bytes of each request body the request log keeps (0: none).
+            The log holds the last 10,000 requests, so bodies can cost up to 10,000 times this.
+
+    Raises:
+        ValueError: ``log_body_limit`` is negative.
 
     .. versionadded:: 0.1.0
     """
@@ -89,7 +94,10 @@ class Sandbox:
         client_id: str = "sandbox-client",
         client_secret: str = "sandbox-secret",  # noqa: S107 - a published test credential
         max_body: int = 1024 * 1024,
+        log_body_limit: int = 64 * 1024,
     ) -> None:
+        if log_body_limit < 0:
+            raise ValueError(f"log_body_limit must be 0 or more, not {log_body_limit}.")
         self.seed = seed
         self.host = host
         self.port = port
@@ -98,6 +106,7 @@ class Sandbox:
         self.client_id = client_id
         self.client_secret = client_secret
         self.max_body = max_body
+        self.log_body_limit = log_body_limit
         self.default_rate_limit = rate_limit
         self.spec = load_spec()
         self._default_provider = provider
@@ -652,7 +661,11 @@ class Sandbox:
         )
 
     def log(self, record: RequestRecord) -> None:
-        """Append to the request log (the oldest entries go past 10,000)."""
+        """Append to the request log (the oldest entries go past 10,000).
+
+        Each record keeps at most ``log_body_limit`` bytes of its body, so the log's memory is
+        bounded by both.
+        """
         self._log.append(record)
 
     def requests(
@@ -663,6 +676,16 @@ class Sandbox:
         method: str | None = None,
     ) -> list[RequestRecord]:
         """Return the logged requests, oldest first, optionally filtered.
+
+        Each `RequestRecord` keeps what the client sent: method, path, query, headers (credentials
+        redacted) and the body, cut at ``log_body_limit`` bytes, with ``json()``, ``form()`` and,
+        for uploads, the multipart ``parts``::
+
+            (create,) = sandbox.requests("c1", path="/api/eam/work-orders", method="POST")
+            assert create.json() == {"title": "Replace pump seal"}
+
+        ``GET /_sandbox/requests`` serves the same records as JSON, the body as text (or base64,
+        see ``body_encoding``) next to ``body_size`` and ``body_truncated``.
 
         Args:
             connection: Only this connection's requests.

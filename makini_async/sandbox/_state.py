@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 from typing import Final, Literal
+from urllib.parse import parse_qsl
 
 import attrs
 
@@ -19,6 +20,7 @@ __all__ = [
     "Delivery",
     "Fault",
     "FaultKind",
+    "FormPart",
     "RequestRecord",
     "Token",
     "WebhookEndpoint",
@@ -138,9 +140,57 @@ class Fault:
         return self.path == path or fnmatch.fnmatchcase(path, self.path)
 
 
+@attrs.frozen
+class FormPart:
+    """One part of a ``multipart/form-data`` request body, without its content.
+
+    Attributes:
+        name: The part's form field name (``None`` if its ``Content-Disposition`` has none).
+        filename: The file name of a file part, as sent; ``None`` for a plain field.
+        content_type: The part's own ``Content-Type``, or ``None`` if it sent none.
+        size: The length of the part's content in bytes.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str | None
+    filename: str | None
+    content_type: str | None
+    size: int
+
+
 @attrs.define
 class RequestRecord:
-    """One request as the sandbox received it (``Authorization`` redacted)."""
+    """One request as the sandbox received it, for tests to assert on.
+
+    ``repr()`` shows neither the body nor credentials: ``Authorization``, ``Cookie`` and
+    ``Proxy-Authorization`` are stored as ``[redacted]``, and the body, which carries client
+    secrets on ``/link/token``, is left out. Read it through the attributes instead.
+
+    Attributes:
+        request_id: The ``X-Request-Id`` the sandbox answered with.
+        method: The HTTP method, upper-case.
+        path: The URL path, without the query string.
+        query: The query string's pairs, in order.
+        headers: The request headers, credentials redacted.
+        connection: The id of the connection the bearer token opens, if any.
+        idempotency_key: The ``Idempotency-Key`` header, if sent.
+        time: The sandbox time the request arrived at.
+        status: The status answered (``None`` while the request is being served).
+        fault: The kind of the injected fault that answered it, if any.
+        content_type: The body's media type without parameters, lower-case, e.g.
+            ``multipart/form-data`` (the full header, boundary included, is in ``headers``);
+            ``""`` if the request sent no ``Content-Type``.
+        body: The first ``Sandbox(log_body_limit=...)`` bytes of the body (64 KiB by default),
+            as the handlers read it, i.e. after any ``Content-Encoding`` is undone; ``b""``
+            for a request without a body.
+        body_size: The body's full length in bytes, or ``None`` if it was over the sandbox's
+            ``max_body``: the sandbox does not read such a body (routes that take one answer 413).
+        parts: The parts of a ``multipart/form-data`` body, all of them even when ``body`` was
+            cut; empty for other bodies and for a multipart body that does not parse.
+
+    .. versionadded:: 0.1.0
+    """
 
     request_id: str
     method: str
@@ -152,6 +202,64 @@ class RequestRecord:
     time: float
     status: int | None = None
     fault: str | None = None
+    content_type: str = ""
+    body: bytes = attrs.field(default=b"", repr=False)
+    body_size: int | None = 0
+    parts: tuple[FormPart, ...] = ()
+
+    @property
+    def body_truncated(self) -> bool:
+        """Whether ``body`` holds less than the client sent (cut at the cap, or over max_body)."""
+        return self.body_size is None or len(self.body) < self.body_size
+
+    def json(self) -> object:
+        """Decode the body as JSON, whatever its ``Content-Type`` says.
+
+        Returns:
+            The decoded value, e.g. the ``dict`` of a create.
+
+        Raises:
+            ValueError: The request had no body, the body was cut (see ``body_truncated``), or it
+                is not JSON.
+        """
+        self._check_whole()
+        if not self.body:
+            raise ValueError(f"{self.method} {self.path} sent no body, so there is no JSON.")
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"The body of {self.method} {self.path} is not JSON: {exc}.") from None
+
+    def form(self) -> list[tuple[str, str]]:
+        """Decode an ``application/x-www-form-urlencoded`` body into its fields.
+
+        Returns:
+            The ``(name, value)`` pairs in the order sent (the shape of ``query``); use
+            ``dict(record.form())`` when no name repeats. Empty for an empty body.
+
+        Raises:
+            ValueError: The body is another media type (a multipart form's fields are in
+                ``parts``), was cut, or is not UTF-8.
+        """
+        if self.content_type != "application/x-www-form-urlencoded":
+            raise ValueError(
+                f"The body of {self.method} {self.path} is {self.content_type or 'untyped'}, "
+                "not application/x-www-form-urlencoded."
+            )
+        self._check_whole()
+        try:
+            text = self.body.decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"The form of {self.method} {self.path} is not UTF-8.") from None
+        return parse_qsl(text, keep_blank_values=True)
+
+    def _check_whole(self) -> None:
+        if self.body_truncated:
+            size = "more than max_body" if self.body_size is None else f"{self.body_size}"
+            raise ValueError(
+                f"The body of {self.method} {self.path} was cut at {len(self.body)} of {size} "
+                "bytes; raise the sandbox's log_body_limit to decode it."
+            )
 
 
 @attrs.define

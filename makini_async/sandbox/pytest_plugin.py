@@ -5,7 +5,8 @@ Load it with ``pytest -p makini_async.sandbox.pytest_plugin`` or ``pytest_plugin
 async: with pytest-asyncio installed they work in its strict and auto modes alike.
 
 - ``makini_sandbox``: a running :class:`~makini_async.sandbox.Sandbox` with three connections,
-  seed 0 and a fast time scale, closed after the test;
+  seed 0 and a fast time scale, closed after the test; ``makini_sandbox.requests()`` returns what
+  the code under test sent, bodies included (:class:`~makini_async.sandbox.RequestRecord`);
 - ``makini_sandbox_factory``: call it with :class:`~makini_async.sandbox.Sandbox` arguments to start
   more sandboxes (all closed after the test).
 

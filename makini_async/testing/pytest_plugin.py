@@ -7,6 +7,16 @@ Installed as a ``pytest11`` plugin, so the fixtures are available as soon as mak
 - ``makini_registry``: a `ConnectionRegistry` pointed at ``makini_sandbox``, every sandbox
   connection added under its id, retries without waits, closed after the test.
 
+The sandbox logs every request it serves, body included, so a test can assert what the code under
+test sent::
+
+    async def test_creates_the_order(makini_registry, makini_sandbox):
+        await create_order(makini_registry["c1"])  # the code under test
+        (sent,) = makini_sandbox.requests("c1", method="POST")
+        assert sent.json()["title"] == "Replace pump seal"
+
+See `makini_async.sandbox.RequestRecord` for ``json()``, ``form()``, ``parts`` and the cap.
+
 The fixtures are async; they need pytest-asyncio (its strict and auto modes both work).
 
 .. versionadded:: 0.1.0
