@@ -30,7 +30,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-only", action="store_true", help="writes succeed without change")
     parser.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
     parser.add_argument("--time-scale", type=float, default=1.0, help="factor on simulated waits")
+    parser.add_argument(
+        "--max-body", type=_count, default=1024 * 1024, help="largest request body (bytes)"
+    )
+    parser.add_argument(
+        "--log-body-limit",
+        type=_count,
+        default=64 * 1024,
+        help="bytes of each request body the request log keeps (0: none)",
+    )
     return parser
+
+
+def _count(text: str) -> int:
+    """A whole number of bytes, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -46,6 +66,8 @@ async def _serve(args: argparse.Namespace) -> None:
         read_only=args.read_only,
         rate_limit=args.rate_limit,
         time_scale=args.time_scale,
+        max_body=args.max_body,
+        log_body_limit=args.log_body_limit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

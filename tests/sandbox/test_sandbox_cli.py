@@ -54,3 +54,46 @@ class TestCli:
         assert proc.returncode == 0, err.decode()
         assert "stopped" in out.decode()
         assert "Traceback" not in err.decode()
+
+    async def test_body_limits(self) -> None:
+        """--max-body refuses larger bodies; --log-body-limit cuts what the log keeps."""
+        args = ("--port", "0", "--connections", "2", "--max-body", "2000")
+        proc, lines = await _start(*args, "--log-body-limit", "10")
+        try:
+            url = lines[0].rsplit(" ", 1)[-1]
+            headers = {"Authorization": f"Bearer {lines[-1].rsplit(' ', 1)[-1]}"}
+            async with aiohttp.ClientSession(headers=headers) as session:
+                work_orders = f"{url}/api/eam/work-orders"
+                async with session.post(work_orders, json={"title": "x" * 3000}) as response:
+                    assert response.status == 413
+                async with session.post(work_orders, json={"title": "Check pump"}) as response:
+                    assert response.status in {200, 201}
+                async with session.get(f"{url}/_sandbox/requests") as response:
+                    logged = await response.json()
+            posts = [
+                (r["body_size"], r["body"], r["body_truncated"])
+                for r in logged
+                if r["method"] == "POST"
+            ]
+            # The refused body was never read; the accepted one is logged cut at 10 bytes.
+            assert posts == [(None, "", True), (23, '{"title": ', True)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await proc.communicate()
+        assert proc.returncode == 0
+
+    async def test_a_negative_limit_is_refused(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "makini_async.sandbox",
+            "--log-body-limit",
+            "-1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+        assert proc.returncode == 2
+        assert "expected 0 or more" in err.decode()
