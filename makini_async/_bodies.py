@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import mimetypes
+import os
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Final, Protocol
+from pathlib import Path
+from typing import Final, Protocol, Self
 from urllib.parse import urlencode
 
 import attrs
@@ -100,10 +103,13 @@ def _check_content_type(_instance: object, _attribute: attrs.Attribute[str], val
 def _check_content(
     _instance: object, _attribute: attrs.Attribute[bytes | BinaryReadable], value: object
 ) -> None:
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | Path):
         return
     if isinstance(value, str):
-        raise TypeError("An upload's content must be bytes or a binary file, not str; encode it")
+        raise TypeError(
+            "An upload's content must be bytes or a binary file, not str; encode it, or use "
+            "Upload.from_path() for a file name"
+        )
     read = getattr(value, "read", None)
     if not callable(read):
         raise TypeError(
@@ -116,7 +122,9 @@ def _check_content(
         )
 
 
-def _to_bytes(value: bytes | bytearray | memoryview | BinaryReadable) -> bytes | BinaryReadable:
+def _to_bytes(
+    value: bytes | bytearray | memoryview | BinaryReadable | Path,
+) -> bytes | BinaryReadable | Path:
     """Snapshot bytearray and memoryview content, so later changes do not alter the body."""
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
@@ -133,7 +141,8 @@ class Upload:
     since it was most likely used up by an earlier call (pass ``b""`` to upload an empty file).
 
     Args:
-        content: The file's bytes, or a binary file object (``open(path, "rb")``, ``BytesIO``).
+        content: The file's bytes, a binary file object (``open(path, "rb")``, ``BytesIO``),
+            or a `pathlib.Path`, opened and read by each call (see `from_path`).
         filename: The file name the server sees. A ``"`` is sent percent-encoded, as browsers
             do; control characters (CR, LF, NUL...) and backslashes are refused.
         content_type: The part's ``Content-Type``, ``type/subtype`` with optional parameters.
@@ -145,13 +154,49 @@ class Upload:
     .. versionadded:: 0.1.0
     """
 
-    content: bytes | BinaryReadable = attrs.field(
+    content: bytes | BinaryReadable | Path = attrs.field(
         repr=False, converter=_to_bytes, validator=_check_content
     )
     filename: str = attrs.field(kw_only=True, validator=_check_filename)
     content_type: str = attrs.field(
         default="application/octet-stream", kw_only=True, validator=_check_content_type
     )
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> Self:
+        """An upload of a file on disk, opened and read by each call that sends it.
+
+        Every call reads the file afresh (once, in a worker thread) and closes it again, so one
+        `Upload` can be sent any number of times, and no file stays open between calls.
+
+        Args:
+            path: The file.
+            filename: The name the server sees (default: the file's own name).
+            content_type: The part's ``Content-Type`` (default: guessed from the file name,
+                ``application/octet-stream`` when it cannot be).
+
+        Raises:
+            TypeError: ``path`` is not a str or a path.
+            ValueError: No regular file at ``path``, or an unsafe file name or content type.
+
+        .. versionadded:: 0.1.0
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or a path, not {type(path).__name__}")
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"No file to upload at {str(file)!r}")
+        name = file.name if filename is None else filename
+        if content_type is None:
+            guessed, _ = mimetypes.guess_type(name)
+            content_type = guessed or "application/octet-stream"
+        return cls(file, filename=name, content_type=content_type)
 
 
 def _check_fields(what: str, fields: object) -> list[tuple[str, str]]:
@@ -203,6 +248,12 @@ def _read_stream(stream: BinaryReadable, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _read_path(path: Path, limit: int) -> bytes:
+    """Read a whole file (an empty one is fine), refusing to hold more than ``limit`` bytes."""
+    with path.open("rb") as stream:
+        return _read_stream(stream, limit)
+
+
 def _new_boundary(contents: list[bytes]) -> bytes:
     while True:
         boundary = b"makini-" + secrets.token_hex(16).encode("ascii")
@@ -235,26 +286,7 @@ class Multipart:
         contents: list[bytes] = []
         left = max_size
         for _, upload in self._files:
-            content = upload.content
-            if isinstance(content, bytes):
-                data = content
-                if len(data) > left:
-                    raise _too_large(upload, max_size)
-            else:
-                try:
-                    data = await asyncio.to_thread(_read_stream, content, left)
-                except _TooLargeError:
-                    raise _too_large(upload, max_size) from None
-                except OSError as exc:
-                    raise ValueError(
-                        f"Reading the upload {upload.filename!r} failed ({type(exc).__name__})"
-                    ) from exc
-                if not data:
-                    raise ValueError(
-                        f"The upload {upload.filename!r} has nothing left to read: its file was "
-                        "probably used up by an earlier call. Pass a fresh file object, or b'' "
-                        "to upload an empty file."
-                    )
+            data = await _read_upload(upload, left, max_size)
             left -= len(data)
             contents.append(data)
         texts = [value.encode("utf-8") for _, value in self._fields]
@@ -272,6 +304,37 @@ class Multipart:
         chunks.append(b"--" + boundary + b"--\r\n")
         # One join: the body is the only copy of the files made here.
         return b"".join(chunks), "multipart/form-data; boundary=" + boundary.decode("ascii")
+
+
+async def _read_upload(upload: Upload, left: int, max_size: int) -> bytes:
+    """One file's bytes: as given, or read (once, in a worker thread) from its file or path.
+
+    Raises:
+        ValueError: Over the cap, a file object with nothing left to read, or a failed read.
+        TypeError: A file object opened in text mode.
+    """
+    content = upload.content
+    if isinstance(content, bytes):
+        if len(content) > left:
+            raise _too_large(upload, max_size)
+        return content
+    try:
+        if isinstance(content, Path):
+            return await asyncio.to_thread(_read_path, content, left)  # an empty file is fine
+        data = await asyncio.to_thread(_read_stream, content, left)
+    except _TooLargeError:
+        raise _too_large(upload, max_size) from None
+    except OSError as exc:
+        raise ValueError(
+            f"Reading the upload {upload.filename!r} failed ({type(exc).__name__})"
+        ) from exc
+    if not data:
+        raise ValueError(
+            f"The upload {upload.filename!r} has nothing left to read: its file was "
+            "probably used up by an earlier call. Pass a fresh file object, or b'' "
+            "to upload an empty file."
+        )
+    return data
 
 
 def _too_large(upload: Upload, max_size: int) -> ValueError:

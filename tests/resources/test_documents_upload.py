@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +205,44 @@ class TestReconnect:
         with pytest.raises(ReauthorizationRequiredError):
             await conn.eam.documents.upload(Upload(b"x", filename="x"))
         assert conn.state is ConnectionState.REAUTHORIZATION_REQUIRED
+
+
+class TestFromPath:
+    async def test_a_file_on_disk_is_read_by_each_call(
+        self, conn: Connection, sandbox: Sandbox, tmp_path: Path
+    ) -> None:
+        """from_path guesses the content type, reads the file per call and leaves it closed."""
+        manual = tmp_path / "pump manual.pdf"
+        manual.write_bytes(b"%PDF-1.7 first")
+        upload = Upload.from_path(manual)
+        assert (upload.filename, upload.content_type) == ("pump manual.pdf", "application/pdf")
+        first = await conn.eam.documents.upload(upload)
+        manual.write_bytes(b"%PDF-1.7 second edition")
+        second = await conn.eam.documents.upload(upload, name="Second")
+        assert first.name == "pump manual.pdf"
+        assert second.name == "Second"
+        sizes = [
+            part.size
+            for r in sandbox.requests("c1", path=PATH, method="POST")
+            for part in r.parts
+            if part.filename
+        ]
+        assert sizes == [len(b"%PDF-1.7 first"), len(b"%PDF-1.7 second edition")]
+        empty = tmp_path / "empty.bin"
+        empty.write_bytes(b"")
+        assert (await conn.eam.documents.upload(Upload.from_path(empty))).name == "empty.bin"
+
+    async def test_a_missing_file_is_a_value_error_and_sends_nothing(
+        self, conn: Connection, sandbox: Sandbox, tmp_path: Path
+    ) -> None:
+        with pytest.raises(ValueError, match="No file to upload"):
+            Upload.from_path(tmp_path / "absent.pdf")
+        with pytest.raises(TypeError):
+            Upload.from_path(b"raw")  # type: ignore[arg-type]
+        doomed = tmp_path / "doomed.txt"
+        doomed.write_text("soon gone")
+        upload = Upload.from_path(doomed, filename="notes.txt", content_type="text/plain")
+        doomed.unlink()
+        with pytest.raises(ValueError, match=r"Reading the upload 'notes\.txt' failed"):
+            await conn.eam.documents.upload(upload)
+        assert sandbox.requests("c1", path=PATH, method="POST") == []
