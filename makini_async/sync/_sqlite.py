@@ -244,9 +244,23 @@ class SQLiteStore:
                 if not group:
                     self._draining = False
                     return
-            outcomes = self._commit_group(group)
+            try:
+                outcomes = self._commit_group(group)
+            except BaseException as exc:  # not an Exception: answer the waiters, then stop
+                failed: list[int | BaseException] = [self._fail_hard(exc) for _ in group]
+                with self._lock:
+                    self._draining = False
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_deliver, group, failed)
+                raise
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_deliver, group, outcomes)
+
+    def _fail_hard(self, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"The store {str(self.path)!r} stopped writing ({type(exc).__name__}); "
+            "nothing of this write is guaranteed to be stored."
+        )
 
     def _commit_group(self, group: list[_Pending]) -> list[int | BaseException]:
         if len(group) > 1:

@@ -122,3 +122,27 @@ class TestJsonLinesStore:
             rows = await again.rows(ENTITY, "c1")
             assert [row.data["title"] for row in rows] == ["New", "Check pump"]
             assert await again.write("c1", ENTITY, [_row("A", title="New")], None) == 0
+
+
+class _Bomb:
+    """A row whose text cannot be read: the store thread stops with a non-Exception."""
+
+    key = "K"
+    updated_at = None
+    deleted_at = None
+
+    @property
+    def json(self) -> str:
+        raise SystemExit(3)
+
+
+async def test_a_store_thread_stopped_by_a_base_exception_answers_its_waiters(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        bad = [_Bomb()]
+        with pytest.raises(StoreError, match="stopped writing \\(SystemExit\\)"):
+            await store.write("c1", ENTITY, bad, None)  # type: ignore[arg-type]
+        # The next write starts a new drain and lands.
+        assert await store.write("c1", ENTITY, [_row("A")], "W") == 1
+        assert await store.count(ENTITY) == 1
