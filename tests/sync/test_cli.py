@@ -170,8 +170,12 @@ class TestSync:
         code, _, err = _run(*argv, "--store", str(tmp_path / "none.db"))
         assert "MAKINI_CLIENT_ID" in _single_line_error(code, err)
 
-        # Client credentials: the admin token is fetched through /link/token.
+        # Half of the credentials: named, before any I/O.
         monkeypatch.setenv("MAKINI_CLIENT_ID", client[0])
+        code, _, err = _run(*argv, "--store", str(tmp_path / "half.db"))
+        assert "set both MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET" in _single_line_error(code, err)
+
+        # Client credentials: the admin token is fetched through /link/token.
         monkeypatch.setenv("MAKINI_CLIENT_SECRET", client[1])
         code, out, err = _run(*argv, "--store", str(tmp_path / "s.db"), "--plain")
         assert code == 0, out + err
