@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["build_app"]
 
 _log = logging.getLogger("makini_async.sandbox")
+#: The longest multipart text field whose value the request log keeps.
+_TEXT_FIELD_MAX: Final = 64 * 1024
 _JSON: Final = "application/json"
 _CACHE_LIMIT: Final = 512
 _REDACTED: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -197,9 +199,17 @@ class _Handler:
                 fields = await read_multipart(request.headers, raw)
             except Exception:  # noqa: BLE001 - a body that does not parse is the handler's to refuse
                 return
-            # Names and sizes only: file contents stay out of the log, beyond the capped body.
+            # Names and sizes only: file contents stay out of the log, beyond the capped body;
+            # text fields keep their (small) values.
             record.parts = tuple(
-                FormPart(f.name, f.filename, f.content_type, len(f.data)) for f in fields
+                FormPart(
+                    f.name,
+                    f.filename,
+                    f.content_type,
+                    len(f.data),
+                    f.text() if f.filename is None and len(f.data) <= _TEXT_FIELD_MAX else None,
+                )
+                for f in fields
             )
 
     async def _serve(self, call: _Call) -> web.StreamResponse:

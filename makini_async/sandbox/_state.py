@@ -149,6 +149,8 @@ class FormPart:
         filename: The file name of a file part, as sent; ``None`` for a plain field.
         content_type: The part's own ``Content-Type``, or ``None`` if it sent none.
         size: The length of the part's content in bytes.
+        value: A text field's value (a part without a file name, of at most 64 KiB), decoded
+            in the part's charset; None for files.
 
     .. versionadded:: 0.1.0
     """
@@ -157,6 +159,7 @@ class FormPart:
     filename: str | None
     content_type: str | None
     size: int
+    value: str | None = None
 
 
 @attrs.define

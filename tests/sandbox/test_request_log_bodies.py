@@ -142,7 +142,13 @@ class TestMultipartBodies:
         assert record.status == 200
         assert record.content_type == "multipart/form-data"
         assert record.parts == (
-            FormPart(name="name", filename=None, content_type=None, size=len("Pump manual")),
+            FormPart(
+                name="name",
+                filename=None,
+                content_type=None,
+                size=len("Pump manual"),
+                value="Pump manual",
+            ),
             FormPart(name="file", filename="pump.pdf", content_type="application/pdf", size=15),
         )
         assert b"%PDF-1.7 manual" in record.body
@@ -270,4 +276,6 @@ class TestControlPlane:
             "filename": "raw.bin",
             "content_type": "application/octet-stream",
             "size": 3,
+            "value": None,
         }
+        assert entry["parts"][0]["value"] == "raw.bin"  # the name field, a text part
