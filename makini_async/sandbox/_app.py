@@ -1239,13 +1239,22 @@ class _ControlPlane:
         """The request log as JSON: each record's fields, its body as text or base64.
 
         ``body_encoding`` is ``utf-8`` when the captured bytes decode as UTF-8 and ``base64``
-        otherwise; ``body_size`` and ``body_truncated`` tell whether the body was cut.
+        otherwise; ``body_size`` and ``body_truncated`` tell whether the body was cut. Filters:
+        ``connection``, ``path``, ``method``, and ``last=N`` for the N most recent only (the
+        whole log, bodies included, can be large).
         """
         del params
         query = request.query
-        return self.sb.requests(
+        found = self.sb.requests(
             query.get("connection"), path=query.get("path"), method=query.get("method")
         )
+        last = query.get("last")
+        if last is None:
+            return found
+        if not last.isdigit() or not last.isascii():
+            raise ApiError("INVALID_REQUEST", "last must be a whole number of requests.")
+        count = int(last)
+        return found[-count:] if count else []
 
     async def _clear_requests(self, request: web.Request, params: dict[str, str]) -> object:
         del request, params

@@ -262,6 +262,20 @@ class TestControlPlane:
         assert entry["parts"] == []
         assert entry["headers"]["Authorization"] == "[redacted]"
 
+    async def test_control_plane_last_n(self, api: Api) -> None:
+        """?last=N returns only the N most recent matching requests; a bad N is refused."""
+        for title in ("one", "two", "three"):
+            await api.post(WO, json={"title": title})
+        control = api.as_connection(None)
+        log = await control.get(
+            "/_sandbox/requests", params={"connection": "c1", "method": "POST", "last": "2"}
+        )
+        assert [json.loads(entry["body"])["title"] for entry in log.body] == ["two", "three"]
+        none = await control.get("/_sandbox/requests", params={"last": "0"})
+        assert none.body == []
+        bad = await control.get("/_sandbox/requests", params={"last": "-1"})
+        assert bad.status == 400
+
     async def test_requests_route_serves_binary_bodies_as_base64(
         self, conn: Connection, sandbox: Sandbox, api: Api
     ) -> None:
