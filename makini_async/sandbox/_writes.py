@@ -80,6 +80,12 @@ def _is_number(value: object) -> bool:
     return False
 
 
+def _objects(value: object) -> bool:
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
 def _check(name: str, rule: str, value: object) -> str | None:  # noqa: PLR0911 - one per rule
     parts = set(rule.split("|"))
     if value is None or value == "":
@@ -96,6 +102,10 @@ def _check(name: str, rule: str, value: object) -> str | None:  # noqa: PLR0911 
         return f"The {name} field must be a valid email address."
     if "array" in parts and not isinstance(value, list):
         return f"The {name} field must be an array."
+    if "object" in parts and not _objects(value):
+        # The OpenAPI types nested write fields (a work order's tasks and documents) as
+        # objects; Makini's records carry them as lists of objects. Both are taken.
+        return f"The {name} field must be an object or a list of objects."
     if "string" in parts and isinstance(value, dict | list):
         return f"The {name} field must be a string."
     return None

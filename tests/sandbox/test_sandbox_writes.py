@@ -35,6 +35,19 @@ class TestCreateAndUpdate:
         listed = await api.get(WO, params={"filter[title]": "Fix pump"})
         assert [r["key"] for r in listed.body["data"]] == [record["key"]]
 
+    async def test_nested_lists_must_hold_objects(self, api: Api) -> None:
+        """Tasks and documents are lists of objects (or one object); anything else is a 422."""
+        tasks = [{"title": "Isolate", "checkList": ["valves closed"]}]
+        good = await api.post(WO, json={"title": "Fix pump", "tasks": tasks})
+        assert good.status == 200, good.text
+        assert good.body["data"]["tasks"] == tasks
+        for wrong in ("Isolate", [1, 2], [{"title": "ok"}, "not an object"]):
+            bad = await api.post(WO, json={"title": "Fix pump", "tasks": wrong})
+            assert bad.status == 422, bad.text
+            assert bad.body["error"]["details"]["fields"] == {
+                "tasks": ["The tasks field must be an object or a list of objects."]
+            }
+
     async def test_update_changes_fields_and_moves_updated_at(
         self, api: Api, sandbox: Sandbox
     ) -> None:
