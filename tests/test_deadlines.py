@@ -71,8 +71,9 @@ class TestRetriesAgainstTheBudget:
     ) -> None:
         """503s that take 0.3 s each, a 1 s deadline: no attempt that would end late.
 
-        The fourth would start at about 0.95 s and end at 1.25 s: it is not started, and the
-        503 is raised rather than a timeout.
+        Retries follow at once (no backoff): attempts start at about 0, 0.3 and 0.6 s, and a
+        fourth, at 0.9 s, would end at 1.2 s. It is not started, and the 503 is raised then,
+        rather than a timeout at 1 s.
         """
         starts: list[float] = []
 
@@ -87,15 +88,16 @@ class TestRetriesAgainstTheBudget:
         app = web.Application()
         app.router.add_get("/x", unavailable)
         url = await app_server(app)
-        policy = RetryPolicy(attempts=10, base=0.05, cap=0.05)
+        policy = RetryPolicy(attempts=10, base=0, cap=0)
         conn = make_registry(url, retry=policy, clock=None).add("c", "t")
         began = time.monotonic()
-        with pytest.raises((m.ServiceUnavailableError, m.RequestTimeoutError)):
+        with pytest.raises(m.ServiceUnavailableError):
             await conn.request("GET", "/x", deadline=1.0)
         ended = time.monotonic()
-        assert ended - began <= 1.0 + OVERSHOOT
+        # Three attempts on a quiet machine, two on a slow one; never one that would end late.
         assert 2 <= len(starts) <= 3
-        assert all(start - began < 1.0 for start in starts)
+        assert starts[-1] - began + 0.3 <= 1.0
+        assert ended - began < 1.0
 
 
 class TestDeadlinesUnderConcurrency:
