@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 
 import aiohttp
 
-from ._bodies import DEFAULT_MAX_UPLOAD_SIZE, Upload
+from ._bodies import DEFAULT_MAX_UPLOAD_SIZE
 from ._errors import ConnectionNotFoundError, RegistryClosedError
 from ._fanout import FanOut, fan_out
 from ._request import (
-    APIResponse,
     Channel,
     Clock,
     ReconnectHook,
@@ -103,77 +102,6 @@ class Connection(Channel):
     """
 
     __slots__ = ()
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
-        json: object = None,
-        form: Mapping[str, str] | None = None,
-        files: Mapping[str, Upload] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: Timeouts | float | None = None,
-        deadline: float | None = None,
-        idempotency_key: str | None = None,
-    ) -> APIResponse:
-        """Send one request with this connection's token and decode the answer.
-
-        Transient failures are retried as the registry's `RetryPolicy` says: connect errors
-        always; 429, 502, 503 and 504 for GET/HEAD/OPTIONS/DELETE and for any call with an
-        ``idempotency_key``; 500 for reads only. A 401 runs the reconnect hook (once per token
-        generation) and replays the call once with the new token. Every attempt and the replay
-        send the same body bytes, encoded once: files are read into memory when the call
-        starts (see `Upload`), never streamed twice.
-
-        Args:
-            method: ``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``, ``HEAD`` or ``OPTIONS``.
-            path: The path below the base URL, e.g. ``/api/eam/work-orders``; already quoted.
-            params: Query parameters; None values are dropped, sequences repeat the key,
-                booleans become ``true``/``false``, aware datetimes ISO-8601 UTC.
-            json: A JSON body (encoded once, reused on every attempt).
-            form: An ``application/x-www-form-urlencoded`` body of str names and values; with
-                ``files``, the text fields of the multipart body instead.
-            files: A ``multipart/form-data`` body: field name to `Upload`. The files of one
-                call together may hold at most the registry's ``max_upload_size`` bytes.
-            headers: Extra headers (``Authorization`` and framing headers are refused).
-            timeout: Per-attempt `Timeouts`, or seconds for the whole of each attempt.
-            deadline: Seconds for the whole call: every attempt, wait and retry included.
-            idempotency_key: Sent as ``Idempotency-Key`` on every attempt; makes a POST or PUT
-                safe to retry.
-
-        Returns:
-            The `APIResponse`, with the decoded JSON in ``data``.
-
-        Raises:
-            APIError: The server answered with an error (the subclass tells which).
-            TransportError: No usable answer arrived (``may_have_reached_server`` tells
-                whether a write may have been applied).
-            ResponseDecodeError: A 2xx whose body is not JSON.
-            ReauthorizationRequiredError: The customer must reconnect (raised with no I/O
-                while the connection is in that state).
-            ConnectionClosedError: The connection or its registry is closed.
-            TypeError: Bad argument types (before any I/O).
-            ValueError: Bad argument values (before any I/O): e.g. ``json`` together with
-                ``form`` or ``files``, an unsafe multipart name, or files over
-                ``max_upload_size``.
-
-        .. versionadded:: 0.1.0
-        """
-        return await self._requestor.request(
-            self,
-            method,
-            path,
-            params=params,
-            json=json,
-            form=form,
-            files=files,
-            headers=headers,
-            timeout=timeout,
-            deadline=deadline,
-            idempotency_key=idempotency_key,
-        )
 
     def __repr__(self) -> str:
         return f"<Connection {self.id!r} {self.state.value} generation={self._generation}>"

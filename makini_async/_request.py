@@ -18,7 +18,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
@@ -417,6 +417,82 @@ class Channel:
         self._reconnect_gen = 0
         self.inflight = 0
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+        json: object = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, Upload] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+        idempotency_key: str | None = None,
+        redact: Sequence[str] = (),
+    ) -> APIResponse:
+        """Send one request with this connection's token (if it has one) and decode the answer.
+
+        Transient failures are retried as the registry's `RetryPolicy` says: connect errors
+        always; 429, 502, 503 and 504 for GET/HEAD/OPTIONS/DELETE and for any call with an
+        ``idempotency_key``; 500 for reads only. A 401 runs the reconnect hook (once per token
+        generation) and replays the call once with the new token. Every attempt and the replay
+        send the same body bytes, encoded once: files are read into memory when the call
+        starts (see `Upload`), never streamed twice.
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``, ``HEAD`` or ``OPTIONS``.
+            path: The path below the base URL, e.g. ``/api/eam/work-orders``; already quoted.
+            params: Query parameters; None values are dropped, sequences repeat the key,
+                booleans become ``true``/``false``, aware datetimes ISO-8601 UTC.
+            json: A JSON body (encoded once, reused on every attempt).
+            form: An ``application/x-www-form-urlencoded`` body of str names and values; with
+                ``files``, the text fields of the multipart body instead.
+            files: A ``multipart/form-data`` body: field name to `Upload`. The files of one
+                call together may hold at most the registry's ``max_upload_size`` bytes.
+            headers: Extra headers (``Authorization`` and framing headers are refused).
+            timeout: Per-attempt `Timeouts`, or seconds for the whole of each attempt.
+            deadline: Seconds for the whole call: every attempt, wait and retry included.
+            idempotency_key: Sent as ``Idempotency-Key`` on every attempt; makes a POST or PUT
+                safe to retry.
+            redact: Secrets the call sends in its body (passwords, client secrets, refresh
+                tokens) that must never be kept in an error built from the answer, should the
+                server echo them; the connection's own token is always cut out.
+
+        Returns:
+            The `APIResponse`, with the decoded JSON in ``data``.
+
+        Raises:
+            APIError: The server answered with an error (the subclass tells which).
+            TransportError: No usable answer arrived (``may_have_reached_server`` tells
+                whether a write may have been applied).
+            ResponseDecodeError: A 2xx whose body is not JSON.
+            ReauthorizationRequiredError: The customer must reconnect (raised with no I/O
+                while the connection is in that state).
+            ConnectionClosedError: The connection or its registry is closed.
+            TypeError: Bad argument types (before any I/O).
+            ValueError: Bad argument values (before any I/O): e.g. ``json`` together with
+                ``form`` or ``files``, an unsafe multipart name, or files over
+                ``max_upload_size``.
+
+        .. versionadded:: 0.1.0
+        """
+        return await self._requestor.request(
+            self,
+            method,
+            path,
+            params=params,
+            json=json,
+            form=form,
+            files=files,
+            headers=headers,
+            timeout=timeout,
+            deadline=deadline,
+            idempotency_key=idempotency_key,
+            redact=_check_redact(redact) if redact else (),
+        )
+
     @property
     def generation(self) -> int:
         """The current token generation (1 for the first token, +1 per replacement)."""
@@ -632,55 +708,6 @@ class TokenlessChannel(Channel):
         del generation, replayed_token
         raise error
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
-        json: object = None,
-        form: Mapping[str, str] | None = None,
-        files: Mapping[str, Upload] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: Timeouts | float | None = None,
-        deadline: float | None = None,
-        idempotency_key: str | None = None,
-        redact: tuple[str, ...] = (),
-    ) -> APIResponse:
-        """Send one request without a token; the arguments are those of `Connection.request`.
-
-        Args:
-            method: The HTTP method.
-            path: The path below the base URL.
-            params: Query parameters.
-            json: A JSON body.
-            form: A URL-encoded form body (or, with ``files``, the multipart text fields).
-            files: Files for a ``multipart/form-data`` body.
-            headers: Extra headers.
-            timeout: Per-attempt `Timeouts`, or seconds for the whole of each attempt.
-            deadline: Seconds for the whole call.
-            idempotency_key: Sent as ``Idempotency-Key``; makes a POST safe to retry.
-            redact: Secrets sent in the body (client secrets, refresh tokens) that are cut out
-                of any error the answer becomes.
-
-        Returns:
-            The `APIResponse`.
-        """
-        return await self._requestor.request(
-            self,
-            method,
-            path,
-            params=params,
-            json=json,
-            form=form,
-            files=files,
-            headers=headers,
-            timeout=timeout,
-            deadline=deadline,
-            idempotency_key=idempotency_key,
-            redact=redact,
-        )
-
     def __repr__(self) -> str:
         return "<TokenlessChannel>"
 
@@ -740,7 +767,7 @@ class Requestor:
         idempotency_key: str | None = None,
         redact: tuple[str, ...] = (),
     ) -> APIResponse:
-        """Send one call on ``channel``; see `Connection.request`."""
+        """Send one call on ``channel``; see `Channel.request`."""
         call = self._prepare(
             channel,
             method,
@@ -1208,6 +1235,12 @@ def _secrets(call: _Call) -> tuple[str, ...]:
     """What an error answer must not keep: the call's token and its redacted body values."""
     token = call.channel._token  # noqa: SLF001 - scrub our own token from echoes
     return call.redact if token is None else (token.value, *call.redact)
+
+
+def _check_redact(redact: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(redact, str) or not all(isinstance(item, str) for item in redact):
+        raise TypeError("redact must be a sequence of str, such as (client_secret,)")
+    return tuple(redact)
 
 
 def _is_number(value: object) -> bool:

@@ -837,6 +837,29 @@ class TestTokenless:
         assert "bad secret" in str(error)
         assert_no_leak(secret, records=caplog.records, error=error, objects=[channel])
 
+    async def test_connections_redact_body_secrets_too(
+        self, app_server: StartApp, make_registry: MakeRegistry
+    ) -> None:
+        """`redact` is the same on a connection; a bare str is refused before any I/O."""
+        secret = "pw_CANARY_" + uuid.uuid4().hex
+
+        async def handler(request: web.Request) -> web.Response:
+            echoed = str((await request.post())["password"])
+            return envelope(422, "VALIDATION_ERROR", f"bad password {echoed}")
+
+        app = web.Application()
+        app.router.add_post("/api/system/connections", handler)
+        conn = make_registry(await app_server(app)).add("c1", "t")
+        error = await failure(
+            conn.request(
+                "POST", "/api/system/connections", form={"password": secret}, redact=[secret]
+            )
+        )
+        assert "bad password" in str(error)
+        assert_no_leak(secret, records=[], error=error, objects=[conn])
+        with pytest.raises(TypeError, match="sequence of str"):
+            await conn.request("POST", "/x", form={"password": secret}, redact=secret)
+
 
 # --------------------------------------------------------------------------------------------
 # The token never leaks from the new paths.
