@@ -130,9 +130,10 @@ class AdminClient:
     async def _service(self) -> Service:
         registry = self._registry
         if _ADMIN not in registry:
-            # __init__ saw to it that there is a token or credentials to fetch one with.
             token = self._token if self._token is not None else await self._fetch_token()
-            registry.add(_ADMIN, token or "")
+            if token is None:  # pragma: no cover - __init__ wants a token or credentials
+                raise ValueError("AdminClient has neither an admin token nor client credentials")
+            registry.add(_ADMIN, token)
         return Service(registry.get(_ADMIN))
 
     async def _request(self, method: str, path: str, body: JSON = None) -> JSON:
