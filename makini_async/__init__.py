@@ -12,11 +12,13 @@ from ._errors import (
     ConnectionClosedError,
     ConnectionInactiveError,
     ConnectionNotFoundError,
+    EventLoopMismatchError,
     IdempotencyConflictError,
     InvalidRequestError,
     MakiniError,
     NotFoundError,
     OperationNotSupportedError,
+    PaginationError,
     PermissionDeniedError,
     RateLimitError,
     ReauthorizationRequiredError,
@@ -26,21 +28,24 @@ from ._errors import (
     ResponseTooLargeError,
     ServerError,
     ServiceUnavailableError,
+    StoreError,
+    TLSError,
     TokenExpiredError,
     TransportError,
     UnexpectedRedirectError,
     UpstreamError,
     ValidationError,
+    WebhookPayloadError,
+    WebhookVerificationError,
 )
 from ._fanout import FanOut, Outcome, OutcomeStatus, fan_out
-from ._pagination import Listing, Page, PageMeta, PaginationError
+from ._pagination import Listing, Page, PageMeta
 from ._registry import Connection, ConnectionRegistry
 from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent, StateChange
 from ._retry import RetryPolicy
 from ._tokens import LinkClient, MemoryTokenStore, TokenPair, TokenRefresher, TokenStore
-from ._transport import EventLoopMismatchError, Timeouts, TLSError
+from ._transport import Timeouts
 from .resources import Filter, FilterOp
-from .webhooks._verify import WebhookPayloadError, WebhookVerificationError
 
 __all__ = [
     "APIError",
@@ -86,6 +91,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "StateChange",
+    "StoreError",
     "TLSError",
     "Timeouts",
     "TokenExpiredError",

@@ -4,7 +4,8 @@
 
     MakiniError
     ├── TransportError                     no usable response arrived
-    │   ├── ConnectError                   the request never left (refused, DNS, TLS handshake)
+    │   ├── ConnectError                   the request never left (refused, DNS)
+    │   │   └── TLSError                   the TLS handshake failed; never retried
     │   └── RequestTimeoutError            also a builtin TimeoutError
     ├── APIError                           the server answered with an error status
     │   ├── InvalidRequestError            400
@@ -25,11 +26,18 @@
     │   └── UnexpectedRedirectError        3xx: redirects are never followed
     ├── ResponseDecodeError                a 2xx whose body is not the JSON it should be
     │   └── ResponseTooLargeError
-    ├── WebhookVerificationError           a webhook delivery cannot be trusted (webhooks)
-    │   └── WebhookPayloadError            signed, but not a webhook event
+    ├── PaginationError                    a list's page numbers did not advance as asked
     ├── ConnectionNotFoundError            also a KeyError
-    └── ConnectionClosedError              the connection was removed or closed
-        └── RegistryClosedError
+    ├── ConnectionClosedError              the connection was removed or closed
+    │   └── RegistryClosedError
+    ├── EventLoopMismatchError             also a RuntimeError: used from a second event loop
+    ├── StoreError                         a sync store cannot be used (makini_async.sync)
+    └── WebhookVerificationError           a webhook delivery cannot be trusted (webhooks)
+        └── WebhookPayloadError            signed, but not a webhook event
+
+Every class is importable from ``makini_async``; the store and webhook errors also from
+``makini_async.sync`` and ``makini_async.webhooks``. A test holds this drawing against the
+classes.
 
 Error bodies are decoded by :func:`error_from_response`, which never raises.
 """
@@ -48,11 +56,13 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionInactiveError",
     "ConnectionNotFoundError",
+    "EventLoopMismatchError",
     "IdempotencyConflictError",
     "InvalidRequestError",
     "MakiniError",
     "NotFoundError",
     "OperationNotSupportedError",
+    "PaginationError",
     "PermissionDeniedError",
     "RateLimitError",
     "ReauthorizationRequiredError",
@@ -62,11 +72,15 @@ __all__ = [
     "ResponseTooLargeError",
     "ServerError",
     "ServiceUnavailableError",
+    "StoreError",
+    "TLSError",
     "TokenExpiredError",
     "TransportError",
     "UnexpectedRedirectError",
     "UpstreamError",
     "ValidationError",
+    "WebhookPayloadError",
+    "WebhookVerificationError",
 ]
 
 #: Longest body text kept on an exception (``APIError.body``).
@@ -466,6 +480,97 @@ class RegistryClosedError(ConnectionClosedError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed (untrusted certificate, hostname mismatch); never retried.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class EventLoopMismatchError(MakiniError, RuntimeError):
+    """The registry was used from an event loop other than the one its sessions belong to.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class PaginationError(MakiniError):
+    """The server's page numbers did not advance as asked (a page answered for another page).
+
+    Attributes:
+        requested: The page number asked for.
+        received: The ``current_page`` the server answered with.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, requested: int, received: int) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.received = received
+
+
+class StoreError(MakiniError):
+    """The store cannot be used: locked by another process, corrupt, unreadable or unwritable.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class WebhookVerificationError(MakiniError):
+    """A webhook delivery cannot be trusted: its signature is missing, malformed or wrong.
+
+    The message says what was wrong with the delivery and never contains a secret, a
+    signature or the body.
+
+    Attributes:
+        reason: A short machine-readable reason, e.g. ``"missing_signature"``,
+            ``"duplicate_signature"``, ``"malformed_signature"``, ``"signature_mismatch"``.
+        status: The HTTP status a receiver answers with (401 for signatures, 400 for payloads).
+
+    .. versionadded:: 0.1.0
+    """
+
+    status: int = 401
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.message, self.reason))
+
+
+def _rebuild(
+    cls: type[WebhookVerificationError], message: str, reason: str
+) -> WebhookVerificationError:
+    return cls(message, reason=reason)
+
+
+class WebhookPayloadError(WebhookVerificationError):
+    """A delivery's body is not a webhook event: not JSON, not an object, or mistyped fields.
+
+    Raised by `parse` (after the signature, when the receiver is used); answered with 400.
+
+    Attributes:
+        paths: Where the payload was wrong, e.g. ``("$.created_at",)`` (may be empty).
+
+    .. versionadded:: 0.1.0
+    """
+
+    status: int = 400
+
+    def __init__(
+        self, message: str, *, reason: str = "malformed_payload", paths: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.paths = paths
 
 
 # --------------------------------------------------------------------------------------------

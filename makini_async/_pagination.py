@@ -29,29 +29,13 @@ from typing import Final, Generic, TypeVar
 
 import attrs
 
-from ._errors import MakiniError
+from ._errors import PaginationError
 
-__all__ = ["Listing", "Page", "PageMeta", "PaginationError"]
+__all__ = ["Listing", "Page", "PageMeta"]
 
 logger: Final = logging.getLogger("makini_async")
 
 T = TypeVar("T")
-
-
-class PaginationError(MakiniError):
-    """The server's page numbers did not advance as asked (a page answered for another page).
-
-    Attributes:
-        requested: The page number asked for.
-        received: The ``current_page`` the server answered with.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(self, message: str, *, requested: int, received: int) -> None:
-        super().__init__(message)
-        self.requested = requested
-        self.received = received
 
 
 @attrs.frozen(slots=True, kw_only=True)

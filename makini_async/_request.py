@@ -45,13 +45,14 @@ from ._errors import (
     RequestTimeoutError,
     ResponseDecodeError,
     ServerError,
+    TLSError,
     TransportError,
     error_from_response,
     scrub,
     scrub_bytes,
 )
 from ._retry import RetryPolicy, parse_retry_after
-from ._transport import RawResponse, Timeouts, TLSError, Transport
+from ._transport import RawResponse, Timeouts, Transport
 
 if TYPE_CHECKING:
     import aiohttp

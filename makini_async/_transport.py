@@ -21,32 +21,19 @@ from yarl import URL
 
 from ._errors import (
     ConnectError,
-    MakiniError,
+    EventLoopMismatchError,
     RequestTimeoutError,
     ResponseTooLargeError,
+    TLSError,
     TransportError,
 )
 
-__all__ = ["EventLoopMismatchError", "RawResponse", "TLSError", "Timeouts", "Transport"]
+__all__ = ["RawResponse", "Timeouts", "Transport"]
 
 logger: Final = logging.getLogger("makini_async")
 
 #: Default cap on a response body, after decompression.
 DEFAULT_MAX_RESPONSE_SIZE: Final = 32 * 1024 * 1024
-
-
-class TLSError(ConnectError):
-    """The TLS handshake failed (untrusted certificate, hostname mismatch); never retried.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-class EventLoopMismatchError(MakiniError, RuntimeError):
-    """The registry was used from an event loop other than the one its sessions belong to.
-
-    .. versionadded:: 0.1.0
-    """
 
 
 def _positive_or_none(

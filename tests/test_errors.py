@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import makini_async as m
+from makini_async import _errors
 from makini_async._errors import BODY_SNIPPET_LIMIT, MESSAGE_LIMIT, error_from_response
 
 
@@ -239,3 +242,59 @@ def test_decoding_never_raises(status: int, body: bytes) -> None:
     assert isinstance(str(error), str)
     assert isinstance(repr(error), str)
     assert len(error.body) <= BODY_SNIPPET_LIMIT
+
+
+def _drawn_tree() -> dict[str, str | None]:
+    """The class -> parent pairs drawn in the docstring of ``makini_async._errors``."""
+
+    doc = _errors.__doc__ or ""
+    drawing = doc.split("::", 1)[1].split("\n\n", 2)[1]
+    parents: dict[str, str | None] = {}
+    stack: list[tuple[int, str]] = []
+    for line in drawing.splitlines():
+        match = re.match(r"^([│ ]*)(?:[├└]── )?(\w+)", line.removeprefix("    "))
+        assert match, line
+        depth = len(match.group(1)) // 4 + (1 if "── " in line else 0)
+        name = match.group(2)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parents[name] = stack[-1][1] if stack else None
+        stack.append((depth, name))
+    return parents
+
+
+class TestTree:
+    def test_the_drawing_and_the_classes_agree(self) -> None:
+        """Every MakiniError class is drawn under its own base class, and nothing else is."""
+        classes = {
+            name: obj
+            for name in m.__all__
+            if isinstance(obj := getattr(m, name), type) and issubclass(obj, m.MakiniError)
+        }
+        actual: dict[str, str | None] = {}
+        for name, cls in classes.items():
+            bases = [b for b in cls.__bases__ if issubclass(b, m.MakiniError)]
+            actual[name] = bases[0].__name__ if bases else None
+        assert _drawn_tree() == actual
+
+    @pytest.mark.parametrize("package", ["makini_async.sync", "makini_async.webhooks"])
+    def test_subpackages_export_the_same_classes(self, package: str) -> None:
+        """An error a subpackage exports is the very class ``makini_async`` exports."""
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                assert getattr(m, name) is obj
+
+    def test_every_error_class_in_the_package_is_exported(self) -> None:
+        """No module defines an exception class users cannot import from ``makini_async``."""
+        seen: list[type[BaseException]] = [m.MakiniError]
+        found: set[type[BaseException]] = set()
+        while seen:
+            cls = seen.pop()
+            for sub in cls.__subclasses__():
+                if sub.__module__.startswith("makini_async") and sub not in found:
+                    found.add(sub)
+                    seen.append(sub)
+        exported = {getattr(m, name) for name in m.__all__}
+        assert {c.__name__ for c in found - exported} == set()

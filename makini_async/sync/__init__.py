@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+from makini_async._errors import StoreError
+
 from ._jsonl import JsonLinesStore
 from ._sqlite import SQLiteStore, table_name
-from ._store import Row, Store, StoreError
+from ._store import Row, Store
 from ._sync import (
     ENTITIES,
     EntityResult,

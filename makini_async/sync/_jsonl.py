@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Final, Self, TypeVar
 from urllib.parse import quote
 
+from makini_async._errors import StoreError
+
 from ._sqlite import table_name
-from ._store import Row, StoreError, run_on_thread
+from ._store import Row, run_on_thread
 
 __all__ = ["JsonLinesStore"]
 

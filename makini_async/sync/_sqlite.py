@@ -17,7 +17,9 @@ from typing import Final, Self, TypeVar
 
 import attrs
 
-from ._store import Row, StoreError, run_on_thread
+from makini_async._errors import StoreError
+
+from ._store import Row, run_on_thread
 
 __all__ = ["SQLiteStore", "table_name"]
 

@@ -10,16 +10,9 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from makini_async._errors import MakiniError
+from makini_async._errors import StoreError
 
-__all__ = ["Row", "Store", "StoreError", "record_json", "run_on_thread"]
-
-
-class StoreError(MakiniError):
-    """The store cannot be used: locked by another process, corrupt, unreadable or unwritable.
-
-    .. versionadded:: 0.1.0
-    """
+__all__ = ["Row", "Store", "record_json", "run_on_thread"]
 
 
 def _stdlib_dumps(value: object) -> str:

@@ -27,6 +27,8 @@ dedup store keeps for at least 25 hours (Makini retries for 24).
 
 from __future__ import annotations
 
+from makini_async._errors import WebhookPayloadError, WebhookVerificationError
+
 from ._dedup import DEFAULT_TTL, DedupStore, MemoryDedupStore, SQLiteDedupStore
 from ._events import (
     EntityEvent,
@@ -42,15 +44,7 @@ from ._events import (
 )
 from ._ordering import LatestEventFilter
 from ._receiver import ReceiverStats, WebhookHandler, WebhookReceiver
-from ._verify import (
-    ID_HEADER,
-    SIGNATURE_HEADER,
-    Secrets,
-    WebhookPayloadError,
-    WebhookVerificationError,
-    sign,
-    verify,
-)
+from ._verify import ID_HEADER, SIGNATURE_HEADER, Secrets, sign, verify
 
 __all__ = [
     "DEFAULT_TTL",

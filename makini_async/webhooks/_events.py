@@ -21,8 +21,9 @@ import attrs
 
 from makini_async import _json
 from makini_async._converter import StructureError, converter, structure
+from makini_async._errors import WebhookPayloadError
 
-from ._verify import WebhookPayloadError, _body_bytes
+from ._verify import _body_bytes
 
 __all__ = [
     "EntityEvent",

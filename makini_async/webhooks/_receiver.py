@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 import attrs
 from aiohttp import web
 
+from makini_async._errors import WebhookVerificationError
+
 from ._dedup import DedupStore, MemoryDedupStore
 from ._events import (
     ReauthorizationRequiredEvent,
@@ -33,7 +35,6 @@ from ._ordering import LatestEventFilter
 from ._verify import (
     ID_HEADER,
     Secrets,
-    WebhookVerificationError,
     header_values,
     single_header,
     verify,

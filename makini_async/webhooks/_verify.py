@@ -16,14 +16,12 @@ from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from makini_async._errors import MakiniError
+from makini_async._errors import WebhookVerificationError
 
 __all__ = [
     "ID_HEADER",
     "SIGNATURE_HEADER",
     "Secrets",
-    "WebhookPayloadError",
-    "WebhookVerificationError",
     "sign",
     "verify",
 ]
@@ -38,60 +36,6 @@ _DIGEST_SIZE: Final = hashlib.sha256().digest_size
 _MAX_SIGNATURE_HEADER: Final = 512
 _MAX_SIGNATURES: Final = 8
 _MAX_SECRETS: Final = 16
-
-
-class WebhookVerificationError(MakiniError):
-    """A webhook delivery cannot be trusted: its signature is missing, malformed or wrong.
-
-    The message says what was wrong with the delivery and never contains a secret, a
-    signature or the body.
-
-    Attributes:
-        reason: A short machine-readable reason, e.g. ``"missing_signature"``,
-            ``"duplicate_signature"``, ``"malformed_signature"``, ``"signature_mismatch"``.
-        status: The HTTP status a receiver answers with (401 for signatures, 400 for payloads).
-
-    .. versionadded:: 0.1.0
-    """
-
-    status: int = 401
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (type(self), self.message, self.reason))
-
-
-def _rebuild(
-    cls: type[WebhookVerificationError], message: str, reason: str
-) -> WebhookVerificationError:
-    return cls(message, reason=reason)
-
-
-class WebhookPayloadError(WebhookVerificationError):
-    """A delivery's body is not a webhook event: not JSON, not an object, or mistyped fields.
-
-    Raised by `parse` (after the signature, when the receiver is used); answered with 400.
-
-    Attributes:
-        paths: Where the payload was wrong, e.g. ``("$.created_at",)`` (may be empty).
-
-    .. versionadded:: 0.1.0
-    """
-
-    status: int = 400
-
-    def __init__(
-        self, message: str, *, reason: str = "malformed_payload", paths: tuple[str, ...] = ()
-    ) -> None:
-        super().__init__(message, reason=reason)
-        self.paths = paths
 
 
 class Secrets:
