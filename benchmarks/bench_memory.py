@@ -7,7 +7,7 @@ Usage::
 In one process:
 
 (a) 10,000 connections registered with ``registry.add`` and no request: bytes per connection
-    (issue 2's target: under 1 KiB).
+    (the target: under 1 KiB).
 (b) 1,000 connections that each made one request, so that each holds an open session on the
     registry's shared connector (``max_open_sessions=None``): bytes per connection above the
     registry's own baseline, registration included (target: under 4 KiB); and, for comparison,

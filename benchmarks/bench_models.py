@@ -9,7 +9,7 @@ The pages come from the sandbox (``GET /api/eam/work-orders``, v3 and v4 shapes,
 records, plus a 500-record page without the nested tasks/documents/resources). For each page it
 times, on the same bytes and in the same process:
 
-- ``json.loads``: the baseline of the issue's 0.6x target;
+- ``json.loads``: the baseline of the 0.6x target;
 - ``orjson.loads``: untyped, the floor of the typed path;
 - ``makini``: what ``conn.eam.work_orders.list()`` does per page: the request layer's
   ``_json.loads`` (orjson; bodies over 64 KiB with the garbage collector paused) and the
@@ -40,8 +40,7 @@ import aiohttp
 import attrs
 import orjson
 
-from makini_async import _json, models
-from makini_async._request import APIResponse
+from makini_async import APIResponse, _json, models
 from makini_async.models._wire import wire_name
 from makini_async.resources._base import decode_page
 from makini_async.sandbox import Sandbox

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from ._admin import AdminClient, IssuedToken
 from ._bodies import Upload
+from ._budget import LocalRateBudget, Pause, RateBudget, RateSignal
+from ._channel import ConnectionState, ReconnectEvent, StateChange
+from ._connection import Connection, TokenlessChannel
+from ._credentials import Credential, CredentialSource, MemoryCredentials
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -38,20 +42,37 @@ from ._errors import (
     WebhookPayloadError,
     WebhookVerificationError,
 )
-from ._fanout import FanOut, Outcome, OutcomeStatus, fan_out
+from ._fanout import FanOut, Outcome, OutcomeStatus
+from ._instrument import (
+    AttemptSent,
+    CallEnded,
+    CallObserver,
+    CallStarted,
+    GateWait,
+    Instrument,
+    ReconnectFired,
+    ResponseReceived,
+    RetryScheduled,
+)
 from ._pagination import Listing, Page, PageMeta
-from ._registry import Connection, ConnectionRegistry
-from ._request import APIResponse, ConnectionState, RateLimit, ReconnectEvent, StateChange
+from ._registry import ConnectionRegistry
+from ._response import APIResponse, RateLimit
 from ._retry import RetryPolicy
 from ._tokens import LinkClient, MemoryTokenStore, TokenPair, TokenRefresher, TokenStore
 from ._transport import Timeouts
+from ._types import Clock, SystemClock
 from .resources import Filter, FilterOp
 
 __all__ = [
     "APIError",
     "APIResponse",
     "AdminClient",
+    "AttemptSent",
     "AuthenticationError",
+    "CallEnded",
+    "CallObserver",
+    "CallStarted",
+    "Clock",
     "ConflictError",
     "ConnectError",
     "Connection",
@@ -60,16 +81,22 @@ __all__ = [
     "ConnectionNotFoundError",
     "ConnectionRegistry",
     "ConnectionState",
+    "Credential",
+    "CredentialSource",
     "EventLoopMismatchError",
     "FanOut",
     "Filter",
     "FilterOp",
+    "GateWait",
     "IdempotencyConflictError",
+    "Instrument",
     "InvalidRequestError",
     "IssuedToken",
     "LinkClient",
     "Listing",
+    "LocalRateBudget",
     "MakiniError",
+    "MemoryCredentials",
     "MemoryTokenStore",
     "NotFoundError",
     "OperationNotSupportedError",
@@ -78,26 +105,34 @@ __all__ = [
     "Page",
     "PageMeta",
     "PaginationError",
+    "Pause",
     "PermissionDeniedError",
+    "RateBudget",
     "RateLimit",
     "RateLimitError",
+    "RateSignal",
     "ReauthorizationRequiredError",
     "ReconnectEvent",
+    "ReconnectFired",
     "RegistryClosedError",
     "RequestTimeoutError",
     "ResponseDecodeError",
+    "ResponseReceived",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "RetryScheduled",
     "ServerError",
     "ServiceUnavailableError",
     "StateChange",
     "StoreError",
+    "SystemClock",
     "TLSError",
     "Timeouts",
     "TokenExpiredError",
     "TokenPair",
     "TokenRefresher",
     "TokenStore",
+    "TokenlessChannel",
     "TransportError",
     "UnexpectedRedirectError",
     "Upload",
@@ -105,7 +140,6 @@ __all__ = [
     "ValidationError",
     "WebhookPayloadError",
     "WebhookVerificationError",
-    "fan_out",
 ]
 
 

@@ -7,7 +7,7 @@ reconnect machinery the data connections use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Self
 from urllib.parse import quote
@@ -19,13 +19,14 @@ from ._registry import DEFAULT_BASE_URL, ConnectionRegistry
 from ._tokens import LinkClient, TokenPair, parse_token_pair
 from .models import ClientInfo, ConnectionInfo, MetadataItem, Platform
 from .models._wire import RecordDecodeError, decode_list
-from .resources._base import Service, decode_one
+from .resources._service import decode_one, listing
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._request import ReconnectEvent
-    from .typing import JSON
+    from ._channel import ReconnectEvent
+    from ._connection import Connection
+    from ._types import JSON
 
 __all__ = ["AdminClient", "IssuedToken"]
 
@@ -127,18 +128,18 @@ class AdminClient:
         self._token = pair.access_token
         return pair.access_token
 
-    async def _service(self) -> Service:
+    async def _connection(self) -> Connection:
         registry = self._registry
         if _ADMIN not in registry:
             token = self._token if self._token is not None else await self._fetch_token()
             if token is None:  # pragma: no cover - __init__ wants a token or credentials
                 raise ValueError("AdminClient has neither an admin token nor client credentials")
             registry.add(_ADMIN, token)
-        return Service(registry.get(_ADMIN))
+        return registry.get(_ADMIN)
 
     async def _request(self, method: str, path: str, body: JSON = None) -> JSON:
-        service = await self._service()
-        response = await service._conn.request(method, path, json=body)  # noqa: SLF001
+        connection = await self._connection()
+        response = await connection.request(method, path, json=body)
         return response.data
 
     async def client(self) -> ClientInfo:
@@ -152,9 +153,9 @@ class AdminClient:
 
         .. versionadded:: 0.1.0
         """
-        service = await self._service()
+        connection = await self._connection()
         path = "/api/system/client"
-        response = await service._conn.request("GET", path)  # noqa: SLF001
+        response = await connection.request("GET", path)
         return decode_one(response, ClientInfo, f"GET {path}")
 
     async def platforms(self) -> list[Platform]:
@@ -165,9 +166,8 @@ class AdminClient:
 
         .. versionadded:: 0.1.0
         """
-        service = await self._service()
-        listing = service._listing("/api/system/platforms", Platform, [])  # noqa: SLF001
-        return await listing.to_list()
+        connection = await self._connection()
+        return await listing(connection, "/api/system/platforms", Platform, []).to_list()
 
     async def connections(self) -> list[ConnectionInfo]:
         """Every connection of the account (``GET /api/system/connections``, every page).
@@ -177,9 +177,8 @@ class AdminClient:
 
         .. versionadded:: 0.1.0
         """
-        service = await self._service()
-        listing = service._listing("/api/system/connections", ConnectionInfo, [])  # noqa: SLF001
-        return await listing.to_list()
+        connection = await self._connection()
+        return await listing(connection, "/api/system/connections", ConnectionInfo, []).to_list()
 
     async def create_connection(
         self,
@@ -231,9 +230,9 @@ class AdminClient:
 
         .. versionadded:: 0.1.0
         """
-        service = await self._service()
+        connection = await self._connection()
         path = f"/api/system/connections/{_quote(connection_id)}/metadata"
-        return await service._listing(path, MetadataItem, []).to_list()  # noqa: SLF001
+        return await listing(connection, path, MetadataItem, []).to_list()
 
     async def set_metadata(
         self, connection_id: str, values: Mapping[str, JSON]
@@ -278,11 +277,49 @@ class AdminClient:
         pair = parse_token_pair(await self._request("POST", path, {}))
         return IssuedToken(token=pair.access_token, expires_at=pair.expires_at)
 
+    async def register(
+        self, registry: ConnectionRegistry, *, statuses: Iterable[str] = ("active",)
+    ) -> list[Connection]:
+        """Register in ``registry`` every connection of the account that the Admin API lists.
+
+        Each connection not yet registered gets a fresh token from the Admin API (its previous
+        tokens die) and the metadata ``name``, ``email``, ``provider`` and ``user_metadata``.
+        Those tokens may be short-lived: build the registry with
+        ``on_reconnect=admin.reconnect_hook`` to renew them on a 401.
+
+        Args:
+            registry: The registry to fill.
+            statuses: Only connections in these statuses are added.
+
+        Returns:
+            The connections added (already registered ones are left alone).
+
+        Raises:
+            RegistryClosedError: The registry is closed.
+            APIError: The Admin API answered with an error.
+
+        .. versionadded:: 0.1.0
+        """
+        wanted = set(statuses)
+        added: list[Connection] = []
+        for info in await self.connections():
+            if not info.key or info.key in registry or info.status not in wanted:
+                continue
+            issued = await self.issue_token(info.key)
+            metadata = {
+                "name": info.name,
+                "email": info.email,
+                "provider": info.integration_name,
+                "user_metadata": info.user_metadata,
+            }
+            added.append(registry.add(info.key, issued.token, metadata=metadata))
+        return added
+
     async def reconnect_hook(self, event: ReconnectEvent) -> str | None:
         """A registry reconnect hook that issues a fresh token through the Admin API.
 
         ``ConnectionRegistry(on_reconnect=admin.reconnect_hook)`` keeps connections filled by
-        ``registry.add_from_admin(admin)`` going when their short-lived tokens expire. A
+        ``admin.register(registry)`` going when their short-lived tokens expire. A
         connection whose customer must reconnect (``REAUTHORIZATION_REQUIRED``) gets None.
 
         Returns:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypeVar
 
 __all__ = [
     "APIError",
@@ -245,29 +245,36 @@ class APIError(MakiniError):
         }
         return (_rebuild_api_error, (type(self), self.message, state))
 
-    def _copy_as(self, cls: type[APIError]) -> APIError:
-        """Return the same error as another class (e.g. a 401 turned reauthorization-required)."""
-        copy = cls(
-            self.message,
-            status=self.status,
-            code=self.code,
-            type=self.type,
-            request_id=self.request_id,
-            details=self.details,
-            body=self.body,
-            retry_after=self.retry_after,
-            method=self.method,
-            path=self.path,
-        )
-        copy.__cause__ = self
-        return copy
-
 
 def _rebuild_api_error(cls: type[APIError], message: str, state: dict[str, object]) -> APIError:
     error = cls.__new__(cls)
     APIError.__init__(error, message, status=0)
     error.__dict__.update(state)
     return error
+
+
+E = TypeVar("E", bound=APIError)
+
+
+def recast(error: APIError, cls: type[E]) -> E:
+    """The same error as another class (e.g. a 401 turned reauthorization-required).
+
+    The copy keeps every field and has the original as its ``__cause__``.
+    """
+    copy = cls(
+        error.message,
+        status=error.status,
+        code=error.code,
+        type=error.type,
+        request_id=error.request_id,
+        details=error.details,
+        body=error.body,
+        retry_after=error.retry_after,
+        method=error.method,
+        path=error.path,
+    )
+    copy.__cause__ = error
+    return copy
 
 
 class InvalidRequestError(APIError):

@@ -21,22 +21,22 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar
 
 import attrs
 
-from ._errors import ConnectionNotFoundError
-from ._request import ConnectionState
+from ._channel import ConnectionState
+from ._errors import RequestTimeoutError
 
 if TYPE_CHECKING:
-    from ._registry import Connection, ConnectionRegistry
+    from ._connection import Connection
+    from ._types import Clock
 
 __all__ = ["FanOut", "Outcome", "OutcomeStatus", "fan_out"]
 
 logger: Final = logging.getLogger("makini_async")
 
 T = TypeVar("T")
-I = TypeVar("I")  # noqa: E741 - the item type, as in typing's own docs
 
 #: How often running jobs are checked for a newly closed rate-limit gate.
 _GATE_POLL: Final = 0.1
@@ -117,6 +117,7 @@ class _Lane:
     """One connection's pending jobs and how many of them run."""
 
     connection: Connection
+    paused_for: Callable[[], float]
     pending: deque[object]
     running: int = 0
     queued: bool = False
@@ -125,7 +126,7 @@ class _Lane:
 class FanOut(AsyncIterator[Outcome[T]]):
     """An async iterator of `Outcome`, one per job, in the order the jobs finish.
 
-    Returned by `fan_out`. Closing it (``aclose()``, leaving ``async with``, or
+    Returned by `ConnectionRegistry.map`. Closing it (``aclose()``, leaving ``async with``, or
     ``contextlib.aclosing``) cancels every running job and waits for them to end. Breaking out of
     ``async for`` without closing cancels them when the iterator is garbage-collected.
 
@@ -140,9 +141,13 @@ class FanOut(AsyncIterator[Outcome[T]]):
         has_items: bool,
         concurrency: int,
         per_connection: int,
-        monotonic: Callable[[], float],
+        clock: Clock,
+        timeout: float | None,
+        deadline_at: float | None,
     ) -> None:
-        self._monotonic = monotonic
+        self._monotonic = clock.monotonic
+        self._timeout = timeout
+        self._deadline_at = deadline_at
         self._ring: deque[_Lane] = deque()
         for lane in lanes:
             if lane.pending:
@@ -208,10 +213,8 @@ class FanOut(AsyncIterator[Outcome[T]]):
 
     # -- scheduling --------------------------------------------------------------------------
 
-    def _open_slots(self, now: float) -> int:
-        waiting = sum(
-            1 for lane, _, _ in self._running.values() if lane.connection.gate_remaining(now) > 0
-        )
+    def _open_slots(self) -> int:
+        waiting = sum(1 for lane, _, _ in self._running.values() if lane.paused_for() > 0)
         active = len(self._running) - waiting
         hard_cap = self._concurrency * _OVERSHOOT - len(self._running)
         return min(self._concurrency - active, hard_cap)
@@ -223,7 +226,10 @@ class FanOut(AsyncIterator[Outcome[T]]):
             _, _, lane = heapq.heappop(self._parked)
             lane.queued = True
             self._ring.append(lane)
-        slots = self._open_slots(now)
+        if self._deadline_at is not None and now >= self._deadline_at:
+            self._skip_remaining("the deadline passed")
+            return
+        slots = self._open_slots()
         while slots > 0 and self._ring:
             lane = self._ring.popleft()
             lane.queued = False
@@ -231,7 +237,7 @@ class FanOut(AsyncIterator[Outcome[T]]):
             if connection.state is not ConnectionState.ACTIVE:
                 self._skip_all(lane)
                 continue
-            gate = connection.gate_remaining(now)
+            gate = lane.paused_for()
             if gate > 0:
                 self._parked_count += 1
                 heapq.heappush(self._parked, (now + gate, self._parked_count, lane))
@@ -244,13 +250,22 @@ class FanOut(AsyncIterator[Outcome[T]]):
                 lane.queued = True
                 self._ring.append(lane)
 
-    def _skip_all(self, lane: _Lane) -> None:
-        state = lane.connection.state
-        reason = (
-            "the customer must reconnect"
-            if state is ConnectionState.REAUTHORIZATION_REQUIRED
-            else "the connection is closed"
-        )
+    def _skip_remaining(self, reason: str) -> None:
+        """Skip every job not yet started."""
+        lanes = [*self._ring, *(lane for _, _, lane in self._parked)]
+        self._ring.clear()
+        self._parked.clear()
+        for lane in lanes:
+            lane.queued = False
+            self._skip_all(lane, reason)
+
+    def _skip_all(self, lane: _Lane, reason: str | None = None) -> None:
+        if reason is None:
+            reason = (
+                "the customer must reconnect"
+                if lane.connection.state is ConnectionState.REAUTHORIZATION_REQUIRED
+                else "the connection is closed"
+            )
         while lane.pending:
             item = lane.pending.popleft()
             self._ready.append(
@@ -264,14 +279,36 @@ class FanOut(AsyncIterator[Outcome[T]]):
 
     def _start(self, lane: _Lane, item: object) -> None:
         lane.running += 1
-        task = asyncio.ensure_future(self._call(lane.connection, item))
+        task = asyncio.ensure_future(self._run(lane.connection, item))
         self._running[task] = (lane, item, time.monotonic())
+
+    async def _run(self, connection: Connection, item: object) -> T:
+        """One job, cut at its timeout or the fan-out's deadline, whichever comes first."""
+        limit = self._timeout
+        if self._deadline_at is not None:
+            left = max(0.0, self._deadline_at - self._monotonic())
+            limit = left if limit is None else min(limit, left)
+        if limit is None:
+            return await self._call(connection, item)
+        budget = asyncio.timeout(limit)
+        try:
+            async with budget:
+                return await self._call(connection, item)
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            raise RequestTimeoutError(
+                f"The job ran out of time ({limit:.3f}s left for it)"
+            ) from None
 
     async def _wait(self) -> None:
         timeout: float | None = None
         if self._parked:
             now = self._monotonic()
             timeout = max(0.0, self._parked[0][0] - now)
+        if self._deadline_at is not None and (self._ring or self._parked):
+            left = max(0.0, self._deadline_at - self._monotonic())
+            timeout = left if timeout is None else min(timeout, left)
         if self._running and self._ring:
             # A running job may meet a 429 at any time and so free its slot for a waiting one.
             timeout = _GATE_POLL if timeout is None else min(timeout, _GATE_POLL)
@@ -328,90 +365,40 @@ class FanOut(AsyncIterator[Outcome[T]]):
             self._ring.append(lane)
 
 
-def _lanes(
-    registry: ConnectionRegistry,
-    connections: Iterable[Connection | str] | None,
-    items: Iterable[object] | None,
-) -> list[_Lane]:
-    chosen: list[Connection] = []
-    seen: set[str] = set()
-    for entry in registry if connections is None else connections:
-        connection = registry.get(entry) if isinstance(entry, str) else entry
-        if connection.id not in registry or registry.get(connection.id) is not connection:
-            raise ConnectionNotFoundError(connection.id)
-        if connection.id not in seen:
-            seen.add(connection.id)
-            chosen.append(connection)
-    jobs = list(items) if items is not None else [None]
-    return [_Lane(connection, deque(jobs)) for connection in chosen]
-
-
-@overload
-def fan_out(
-    registry: ConnectionRegistry,
-    fn: Callable[[Connection], Awaitable[T]],
-    connections: Iterable[Connection | str] | None = None,
-    *,
-    concurrency: int = 16,
-    per_connection: int = 1,
-) -> FanOut[T]: ...
-
-
-@overload
-def fan_out(
-    registry: ConnectionRegistry,
-    fn: Callable[[Connection, I], Awaitable[T]],
-    connections: Iterable[Connection | str] | None = None,
-    *,
-    items: Iterable[I],
-    concurrency: int = 16,
-    per_connection: int = 1,
-) -> FanOut[T]: ...
+def _check_seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, or None")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return float(value)
 
 
 def fan_out(
-    registry: ConnectionRegistry,
+    connections: Iterable[tuple[Connection, Callable[[], float]]],
     fn: Callable[..., Awaitable[T]],
-    connections: Iterable[Connection | str] | None = None,
     *,
-    items: Iterable[object] | None = None,
-    concurrency: int = 16,
-    per_connection: int = 1,
+    items: Iterable[object] | None,
+    concurrency: int,
+    per_connection: int,
+    timeout: float | None,
+    deadline: float | None,
+    clock: Clock,
 ) -> FanOut[T]:
-    """Run ``fn`` for many connections and yield one `Outcome` per job as the jobs finish.
-
-    Partial failure is the normal case: an exception from ``fn`` becomes a failed outcome
-    (with the typed error and its request id) and the other jobs go on. Jobs are started
-    round-robin across connections; connections that need reauthorization or are closed are
-    skipped without I/O; a connection paused by a rate-limit gate gives its slot to others.
-    Use it with ``async with`` (or close it) so that leaving early cancels the running jobs::
-
-        async with fan_out(registry, count_work_orders) as outcomes:
-            async for outcome in outcomes:
-                print(outcome.connection_id, outcome.status.value, outcome.value)
-
-    Args:
-        registry: The registry holding the connections.
-        fn: ``async fn(connection)``, or ``async fn(connection, item)`` when ``items`` is given.
-        connections: Connections or connection ids (default: every registered connection).
-        items: Run ``fn`` once per connection and item (e.g. entity names) instead of once per
-            connection.
-        concurrency: Most jobs running at once, not counting jobs waiting at a rate-limit gate.
-        per_connection: Most jobs of one connection running at once (with ``items``).
-
-    Returns:
-        A `FanOut`: an async iterator of outcomes and an async context manager.
+    """A `FanOut` of ``fn`` over ``connections`` (each with its rate-limit pause probe).
 
     Raises:
-        ConnectionNotFoundError: A connection is not registered in ``registry``.
-        ValueError: ``concurrency`` or ``per_connection`` is below 1.
-
-    .. versionadded:: 0.1.0
+        TypeError: ``timeout`` or ``deadline`` is not a number.
+        ValueError: ``concurrency`` or ``per_connection`` below 1, or a limit not > 0.
     """
     for name, value in (("concurrency", concurrency), ("per_connection", per_connection)):
         if type(value) is not int or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    lanes = _lanes(registry, connections, items)
+    job_timeout = _check_seconds("timeout", timeout)
+    seconds = _check_seconds("deadline", deadline)
+    jobs = list(items) if items is not None else [None]
+    lanes = [_Lane(connection, probe, deque(jobs)) for connection, probe in connections]
     has_items = items is not None
 
     def call(connection: Connection, item: object) -> Awaitable[T]:
@@ -423,6 +410,7 @@ def fan_out(
         has_items=has_items,
         concurrency=concurrency,
         per_connection=per_connection,
-        # The registry's clock: gate deadlines are stored on it.
-        monotonic=registry._requestor.clock.monotonic,  # noqa: SLF001
+        clock=clock,
+        timeout=job_timeout,
+        deadline_at=None if seconds is None else clock.monotonic() + seconds,
     )

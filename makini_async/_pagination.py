@@ -25,15 +25,21 @@ import asyncio
 import collections
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import attrs
 
-from ._errors import PaginationError
+from ._errors import PaginationError, ResponseDecodeError
 
-__all__ = ["Listing", "Page", "PageMeta"]
+if TYPE_CHECKING:
+    from ._response import APIResponse
+    from ._types import JSON
+
+__all__ = ["Listing", "Page", "PageMeta", "check_page", "parse_page"]
 
 logger: Final = logging.getLogger("makini_async")
+#: Longest numeric string read as a paginator number (``int()`` of more is slow or refused).
+_MAX_DIGITS: Final = 20
 
 T = TypeVar("T")
 
@@ -234,13 +240,90 @@ class Listing(Generic[T]):
 
 
 def _check(page: Page[T], requested: int) -> None:
-    received = page.meta.current_page
+    check_page(page.meta, requested)
+
+
+def check_page(meta: PageMeta, requested: int) -> None:
+    """Make sure a page is the one asked for, so that a server that does not advance stops a loop.
+
+    Args:
+        meta: The page's paginator fields (from `parse_page`).
+        requested: The page number asked for.
+
+    Raises:
+        PaginationError: The server answered with another ``current_page``.
+
+    .. versionadded:: 0.1.0
+    """
+    received = meta.current_page
     if received != requested:
         raise PaginationError(
             f"Asked for page {requested} and got page {received}: the listing does not advance.",
             requested=requested,
             received=received,
         )
+
+
+def parse_page(response: APIResponse, requested: int, call: str) -> Page[JSON]:
+    """Read a list response: its records as decoded JSON, its paginator fields and its links.
+
+    This is the one reader of Makini's list envelope, a Laravel paginator. ``data`` is the array
+    of records. ``meta`` (both the v3 and the v4 shape) holds ``current_page``, ``last_page``,
+    ``per_page``, ``total``, ``from`` and ``to``, as integers or numeric strings. ``links``
+    (v3 only) holds the ``first``/``last``/``prev``/``next`` URLs. A missing or unreadable
+    ``current_page`` is taken as the page asked for, and a missing ``last_page`` as this page,
+    so an answer without ``meta`` is the only page. The records themselves are not looked at:
+    callers turn them into models or rows.
+
+    Args:
+        response: The list response.
+        requested: The page number asked for.
+        call: The request, for messages (``GET /api/eam/assets``).
+
+    Returns:
+        A `Page` of the raw records, with its `PageMeta`, links and request id.
+
+    Raises:
+        ResponseDecodeError: The body is not a JSON object with a ``data`` array.
+
+    .. versionadded:: 0.1.0
+    """
+    body = response.data
+    if not isinstance(body, dict) or not isinstance(data := body.get("data"), list):
+        raise ResponseDecodeError(
+            f"Expected a list response with a 'data' array ({call})",
+            status=response.status,
+            request_id=response.request_id,
+        )
+    raw_meta = body.get("meta")
+    fields: Mapping[str, JSON] = raw_meta if isinstance(raw_meta, dict) else {}
+    current = _number(fields.get("current_page")) or requested
+    meta = PageMeta(
+        current_page=current,
+        last_page=_number(fields.get("last_page")) or current,
+        per_page=_number(fields.get("per_page")),
+        total=_number(fields.get("total")),
+        first_index=_number(fields.get("from")),
+        last_index=_number(fields.get("to")),
+    )
+    raw_links = body.get("links")
+    links = (
+        {str(k): v if isinstance(v, str) else None for k, v in raw_links.items()}
+        if isinstance(raw_links, dict)
+        else {}
+    )
+    return Page(records=tuple(data), meta=meta, links=links, request_id=response.request_id)
+
+
+def _number(value: object) -> int | None:
+    """A paginator number: an integer (not a bool) or a string of digits; else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdecimal() and len(text) <= _MAX_DIGITS:
+            return int(text)
+    return None
 
 
 def _follow_total(total: int | None, last: int, page: Page[T]) -> tuple[int | None, int]:

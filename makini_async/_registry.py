@@ -1,70 +1,54 @@
-"""`ConnectionRegistry`: every customer connection, its token, and its session, in one place."""
+"""`ConnectionRegistry`: every customer connection, its token, and its session, in one place.
+
+The registry builds the owners of state and hands each the others it needs: the `Transport`
+(sessions and the connection pool), the `CredentialSource` (tokens and their generations), the
+`RateBudget` (when each connection may send), the `Engine` (the calls) and one `Channel` per
+connection. It keeps the connections by id; closing it is one call on each owner.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
-import logging
 import platform
 import ssl as ssl_module
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 
 import aiohttp
 
 from ._bodies import DEFAULT_MAX_UPLOAD_SIZE
+from ._budget import LocalRateBudget, RateBudget
+from ._call import Arguments
+from ._channel import Channel, Listeners, ReconnectHook, StateListener
+from ._connection import Connection, TokenlessChannel
+from ._credentials import CredentialSource, MemoryCredentials, check_token
+from ._engine import Engine
 from ._errors import ConnectionNotFoundError, RegistryClosedError
 from ._fanout import FanOut, fan_out
-from ._request import (
-    Channel,
-    Clock,
-    ReconnectHook,
-    Requestor,
-    StateListener,
-    TokenlessChannel,
-    check_token,
-)
+from ._instrument import Instrument
 from ._retry import RetryPolicy
 from ._transport import DEFAULT_MAX_RESPONSE_SIZE, Timeouts, Transport
+from ._types import Clock, SystemClock
 
 if TYPE_CHECKING:
     from yarl import URL
 
-# -- typed resources (issue 4): imports, additions only ------------------------------------------
-import weakref
-from typing import Literal, cast
-
-if TYPE_CHECKING:
-    from ._admin import AdminClient
-    from ._pagination import Listing
-    from .models import Integration, SyncState
-    from .resources import EAM, ERP, WMS, Namespace
-    from .resources._system import RawRow
-    from .typing import JSON
-
-_NAMESPACES: weakref.WeakKeyDictionary[Connection, dict[str, Namespace]] = (
-    weakref.WeakKeyDictionary()
-)
-# -- end of the issue 4 imports ------------------------------------------------------------------
-
-__all__ = ["Connection", "ConnectionRegistry"]
-
-logger: Final = logging.getLogger("makini_async")
+__all__ = ["DEFAULT_BASE_URL", "ConnectionRegistry"]
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - the item type of map(items=...)
 
 DEFAULT_BASE_URL: Final = "https://api.makini.io"
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
+_TOKENLESS_KEY: Final = "<tokenless>"
 
 
 def _default_user_agent() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - once
-
     try:
         ours = version("makini-async")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -85,197 +69,6 @@ class _State(enum.Enum):
     UNOPENED = 1
     OPENED = 2
     CLOSED = 3
-
-
-class Connection(Channel):
-    """One customer connection: its token generations, its session and its request method.
-
-    Created by `ConnectionRegistry.add`; never build one yourself.
-
-    Attributes:
-        id: The connection id given to ``registry.add``.
-        state: A `ConnectionState`.
-        metadata: The read-only metadata given to ``registry.add``.
-        generation: The current token generation (1, then +1 per new token).
-
-    .. versionadded:: 0.1.0
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"<Connection {self.id!r} {self.state.value} generation={self._generation}>"
-
-    # -- typed resources and sync state (issue 4) -------------------------------------------
-    # Additions only. Namespaces are cached per connection in _NAMESPACES, since `Connection`
-    # has no slots of its own.
-
-    def _namespace(self, name: str) -> Namespace:
-        cached = _NAMESPACES.get(self)
-        if cached is None:
-            cached = _NAMESPACES[self] = {}
-        found = cached.get(name)
-        if found is None:
-            from .resources import _generated  # noqa: PLC0415 - resources import the models
-
-            found = cached[name] = getattr(_generated, name.upper())(self)
-        return found
-
-    @property
-    def eam(self) -> EAM:
-        """The EAM/CMMS resources: ``conn.eam.work_orders.list()``.
-
-        .. versionadded:: 0.1.0
-        """
-        return cast("EAM", self._namespace("eam"))
-
-    @property
-    def erp(self) -> ERP:
-        """The ERP resources: ``conn.erp.sales_orders.list()``.
-
-        .. versionadded:: 0.1.0
-        """
-        return cast("ERP", self._namespace("erp"))
-
-    @property
-    def wms(self) -> WMS:
-        """The WMS resources: ``conn.wms.shipment_orders.list()``.
-
-        .. versionadded:: 0.1.0
-        """
-        return cast("WMS", self._namespace("wms"))
-
-    async def integration(self) -> Integration:
-        """The connection as Makini sees it, with its sync state (``/api/integrations/current``).
-
-        Returns:
-            The `Integration`; ``sync_status == "fail"`` means the customer must reconnect.
-
-        Raises:
-            APIError: The server answered with an error.
-            ResponseDecodeError: The answer does not fit the model.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        return await _system.integration(self)
-
-    async def sync_status(self) -> SyncState:
-        """The connection's sync status (``/api/integrations/sync/status``).
-
-        Returns:
-            The `SyncState`.
-
-        Raises:
-            APIError: The server answered with an error.
-            ResponseDecodeError: The answer does not fit the model.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        return await _system.sync_status(self)
-
-    async def request_sync(
-        self, sync_type: str = "incremental", *, scopes: Sequence[str] | None = None
-    ) -> JSON:
-        """Ask Makini to sync the connection now (``POST /api/integrations/sync``).
-
-        Args:
-            sync_type: The kind of sync, e.g. ``"incremental"`` or ``"full"``.
-            scopes: Entities to sync (e.g. ``["work-orders"]``); None for all.
-
-        Returns:
-            The decoded answer (``data`` unwrapped).
-
-        Raises:
-            ValidationError: 422, e.g. an unknown scope.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        return await _system.request_sync(self, sync_type, scopes)
-
-    async def disconnect(self) -> None:
-        """Disconnect this connection at Makini; its token stops working at once.
-
-        Raises:
-            APIError: The server answered with an error.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        await _system.disconnect(self)
-
-    async def raw_tables(self) -> JSON:
-        """The source system's raw tables (``/api/raw/tables``).
-
-        Returns:
-            The decoded answer (``data`` unwrapped).
-
-        Raises:
-            APIError: The server answered with an error.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        return await _system.raw_tables(self)
-
-    def raw_rows(
-        self, table: str, *, per_page: int | None = None, prefetch: int = 0
-    ) -> Listing[RawRow]:
-        """The rows of one raw table, page after page (``/api/raw/tables/{table}/data``).
-
-        Args:
-            table: The table's name.
-            per_page: Rows per page.
-            prefetch: Pages fetched concurrently.
-
-        Returns:
-            A `Listing` of `RawRow` (the columns are in ``extra``).
-
-        Raises:
-            ValueError: An empty table name.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        return _system.raw_rows(self, table, per_page=per_page, prefetch=prefetch)
-
-    async def passthrough(
-        self,
-        path: str,
-        method: Literal["get", "post", "put", "delete"] = "get",
-        *,
-        headers: Mapping[str, str] | None = None,
-        body: JSON = None,
-    ) -> JSON:
-        """Call the source system's own API through Makini (``POST /api/passthrough``).
-
-        Args:
-            path: The path on the source system.
-            method: ``get``, ``post``, ``put`` or ``delete``.
-            headers: Headers for the source system.
-            body: A JSON body for the source system.
-
-        Returns:
-            The decoded answer (``data`` unwrapped).
-
-        Raises:
-            ValidationError: 422, e.g. a bad method.
-
-        .. versionadded:: 0.1.0
-        """
-        from .resources import _system  # noqa: PLC0415 - resources import the models
-
-        return await _system.passthrough(self, path, method, headers, body)
-
-    # -- end of the issue 4 block ---------------------------------------------------------------
 
 
 class ConnectionRegistry:
@@ -313,7 +106,11 @@ class ConnectionRegistry:
         max_open_sessions: Most sessions kept open; the least recently used idle one is closed
             when a new one would pass it (None: never close).
         close_timeout: How long `aclose` lets in-flight calls finish before cancelling them.
-        clock: Time source for deadlines and rate-limit pauses (tests pass a virtual clock).
+        clock: Time source for deadlines, backoff waits and rate-limit pauses (tests pass a
+            virtual clock).
+        budget: When each connection may send (default: a `LocalRateBudget` on ``clock``).
+        credentials: Where tokens and their generations live (default: `MemoryCredentials`).
+        instruments: Told of every call (`Instrument`): tracing, metrics.
 
     Raises:
         TypeError: Bad argument types.
@@ -341,6 +138,9 @@ class ConnectionRegistry:
         max_open_sessions: int | None = 1000,
         close_timeout: float = 10.0,
         clock: Clock | None = None,
+        budget: RateBudget | None = None,
+        credentials: CredentialSource | None = None,
+        instruments: Sequence[Instrument] = (),
     ) -> None:
         self._state = _State.UNOPENED
         if not _is_http_url(base_url):
@@ -364,8 +164,22 @@ class ConnectionRegistry:
             raise TypeError("on_reconnect must be an async callable or None")
         if not isinstance(ssl, ssl_module.SSLContext | bool):
             raise TypeError("ssl must be True, False or an ssl.SSLContext")
+        policy = retry if retry is not None else RetryPolicy()
+        the_clock: Clock = clock if clock is not None else SystemClock()
+        the_timeouts = timeouts if timeouts is not None else Timeouts()
         self.base_url = base_url.rstrip("/")
         self._close_timeout = close_timeout
+        self._limit_per_connection = limit_per_connection
+        self._on_reconnect = on_reconnect
+        self._listeners = Listeners()
+        self._credentials: CredentialSource = (
+            credentials if credentials is not None else MemoryCredentials()
+        )
+        self._budget: RateBudget = (
+            budget
+            if budget is not None
+            else LocalRateBudget(clock=the_clock, max_pause=policy.max_retry_after)
+        )
         self._transport = Transport(
             base_url=self.base_url,
             limit=limit,
@@ -374,21 +188,21 @@ class ConnectionRegistry:
             trust_env=trust_env,
             trace_configs=trace_configs,
             user_agent=user_agent or _default_user_agent(),
-            timeouts=timeouts if timeouts is not None else Timeouts(),
+            timeouts=the_timeouts,
             max_response_size=max_response_size,
             max_open_sessions=max_open_sessions,
         )
-        self._requestor = Requestor(
-            base_url=self.base_url,
+        self._engine = Engine(
+            arguments=Arguments(base_url=self.base_url, timeouts=the_timeouts, clock=the_clock),
             transport=self._transport,
-            retry=retry if retry is not None else RetryPolicy(),
-            on_reconnect=on_reconnect,
-            limit_per_connection=limit_per_connection,
-            clock=clock,
+            retry=policy,
+            budget=self._budget,
+            clock=the_clock,
+            instruments=instruments,
             max_upload_size=max_upload_size,
         )
-        self._connections: dict[str, Connection] = {}
-        self._tokenless: TokenlessChannel | None = None
+        self._connections: dict[str, tuple[Connection, Channel]] = {}
+        self._tokenless: tuple[TokenlessChannel, Channel] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -415,11 +229,17 @@ class ConnectionRegistry:
         """True once `aclose` has begun."""
         return self._state is _State.CLOSED
 
+    @property
+    def clock(self) -> Clock:
+        """The clock the registry's deadlines, backoff and pauses are measured on."""
+        return self._engine.clock
+
     async def aclose(self, *, timeout: float | None = None) -> None:
         """Close the registry: refuse new calls, let in-flight ones finish, close every session.
 
         In-flight calls get ``timeout`` seconds (default: the registry's ``close_timeout``) to
-        finish; the tasks still running one are then cancelled. Idempotent.
+        finish; the tasks still running one are then cancelled. The rate budget and the
+        credential source are closed too. Idempotent.
 
         Args:
             timeout: Seconds to wait for in-flight calls.
@@ -429,32 +249,16 @@ class ConnectionRegistry:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        requestor = self._requestor
-        requestor.closing = True
-        wait = self._close_timeout if timeout is None else timeout
-        current = asyncio.current_task()
-        others = [t for t in requestor.inflight_tasks if t is not current]
-        if others:
-            requestor.drained = asyncio.Event()
-            try:
-                await asyncio.wait_for(requestor.drained.wait(), wait)
-            except TimeoutError:
-                late = [t for t in requestor.inflight_tasks if t is not current]
-                logger.warning("Cancelling %d call(s) still in flight at close", len(late))
-                for task in late:
-                    task.cancel()
-                await asyncio.wait(late, timeout=1.0)
-        for connection in self._connections.values():
-            connection.close()
+        await self._engine.aclose(self._close_timeout if timeout is None else timeout)
+        for _, channel in self._connections.values():
+            channel.close()
+        await self._credentials.aclose()
+        await self._budget.aclose()
         await self._transport.aclose()
 
     def __del__(self) -> None:
         transport = getattr(self, "_transport", None)
-        if (
-            self._state is not _State.CLOSED
-            and transport is not None
-            and transport._connector is not None  # noqa: SLF001 - only sockets matter
-        ):
+        if self._state is not _State.CLOSED and transport is not None and transport.started:
             warnings.warn(
                 f"Unclosed {self!r}: use 'async with ConnectionRegistry()' or await aclose()",
                 ResourceWarning,
@@ -500,9 +304,18 @@ class ConnectionRegistry:
                 f"Connection {connection_id!r} is already registered; "
                 "use update_token() to give it a new token."
             )
-        frozen = _EMPTY if not metadata else MappingProxyType(dict(metadata))
-        connection = Connection(self._requestor, connection_id, token, frozen)
-        self._connections[connection_id] = connection
+        channel = Channel(
+            key=connection_id,
+            connection_id=connection_id,
+            credential=self._credentials.install(connection_id, token),
+            metadata=_EMPTY if not metadata else MappingProxyType(dict(metadata)),
+            credentials=self._credentials,
+            hook=self._on_reconnect,
+            listeners=self._listeners,
+            slots=self._limit_per_connection,
+        )
+        connection = Connection(channel, self._engine)
+        self._connections[connection_id] = (connection, channel)
         return connection
 
     def get(self, connection_id: str) -> Connection:
@@ -514,7 +327,7 @@ class ConnectionRegistry:
         .. versionadded:: 0.1.0
         """
         try:
-            return self._connections[connection_id]
+            return self._connections[connection_id][0]
         except KeyError:
             raise ConnectionNotFoundError(connection_id) from None
 
@@ -532,7 +345,7 @@ class ConnectionRegistry:
         return True
 
     def __iter__(self) -> Iterator[Connection]:
-        return iter(list(self._connections.values()))
+        return iter([connection for connection, _ in self._connections.values()])
 
     async def remove(self, connection_id: str) -> None:
         """Unregister a connection and close its session; its later calls fail typed.
@@ -542,11 +355,14 @@ class ConnectionRegistry:
 
         .. versionadded:: 0.1.0
         """
-        connection = self._connections.pop(connection_id, None)
-        if connection is None:
+        entry = self._connections.pop(connection_id, None)
+        if entry is None:
             raise ConnectionNotFoundError(connection_id)
-        connection.close()
-        if self._transport._loop is not None:  # noqa: SLF001 - nothing to close before first use
+        channel = entry[1]
+        channel.close()
+        self._budget.forget(channel.key)
+        self._transport.forget(channel)
+        if self._transport.bound:  # nothing to close before the first request
             self._transport.check_loop()
             await self._transport.close_retired()
 
@@ -568,7 +384,7 @@ class ConnectionRegistry:
         """
         check_token(token)
         connection = self.get(connection_id)
-        connection.set_token(token)
+        self._connections[connection_id][1].install(token)
         return connection
 
     def subscribe(self, listener: StateListener) -> Callable[[], None]:
@@ -585,56 +401,48 @@ class ConnectionRegistry:
 
         .. versionadded:: 0.1.0
         """
-        listeners = self._requestor.listeners
-        listeners.append(listener)
+        return self._listeners.add(listener)
 
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                listeners.remove(listener)
+    def tokenless(self) -> TokenlessChannel:
+        """The registry's channel for calls that carry no token, such as ``/link/token``.
 
-        return unsubscribe
-
-    # -- typed resources (issue 4): additions only ---------------------------------------------
-
-    async def add_from_admin(
-        self, admin: AdminClient, *, statuses: Iterable[str] = ("active",)
-    ) -> list[Connection]:
-        """Register every connection of the account that the Admin API lists.
-
-        Each connection not yet registered gets a fresh token from the Admin API (its previous
-        tokens die) and the metadata ``name``, ``email``, ``provider`` and ``user_metadata``.
-        Those tokens may be short-lived: build the registry with
-        ``on_reconnect=admin.reconnect_hook`` to renew them on a 401.
-
-        Args:
-            admin: An `AdminClient` for the account.
-            statuses: Only connections in these statuses are added.
+        Made on first use. It shares the pool, retries, timeouts and lifetime of the registry,
+        but is no connection: it is never listed, counted or handed to the reconnect hook.
 
         Returns:
-            The connections added (already registered ones are left alone).
+            The `TokenlessChannel` (the same one on every call).
 
         Raises:
             RegistryClosedError: The registry is closed.
-            APIError: The Admin API answered with an error.
 
         .. versionadded:: 0.1.0
         """
-        wanted = set(statuses)
-        added: list[Connection] = []
-        for info in await admin.connections():
-            if not info.key or info.key in self._connections or info.status not in wanted:
-                continue
-            issued = await admin.issue_token(info.key)
-            metadata = {
-                "name": info.name,
-                "email": info.email,
-                "provider": info.integration_name,
-                "user_metadata": info.user_metadata,
-            }
-            added.append(self.add(info.key, issued.token, metadata=metadata))
-        return added
+        if self._state is _State.CLOSED:
+            raise RegistryClosedError("Cannot send a request, as the registry has been closed.")
+        if self._tokenless is None:
+            channel = Channel(
+                key=_TOKENLESS_KEY,
+                connection_id=None,
+                credential=None,
+                metadata=_EMPTY,
+                credentials=self._credentials,
+                hook=None,
+                listeners=self._listeners,
+                slots=self._limit_per_connection,
+            )
+            self._tokenless = (TokenlessChannel(channel, self._engine), channel)
+        return self._tokenless[0]
 
-    # -- end of the issue 4 block ---------------------------------------------------------------
+    @property
+    def open_sessions(self) -> int:
+        """How many connections hold an open session right now."""
+        transport = self._transport
+        tokenless = self._tokenless
+        if tokenless is not None and transport.has_session(tokenless[1]):
+            return transport.open_sessions - 1
+        return transport.open_sessions
+
+    # -- many connections at once ------------------------------------------------------------
 
     @overload
     def map(
@@ -644,6 +452,8 @@ class ConnectionRegistry:
         *,
         concurrency: int = 16,
         per_connection: int = 1,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> FanOut[T]: ...
 
     @overload
@@ -655,6 +465,8 @@ class ConnectionRegistry:
         items: Iterable[I],
         concurrency: int = 16,
         per_connection: int = 1,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> FanOut[T]: ...
 
     def map(
@@ -665,6 +477,8 @@ class ConnectionRegistry:
         items: Iterable[object] | None = None,
         concurrency: int = 16,
         per_connection: int = 1,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> FanOut[T]:
         """Run ``fn`` for many connections; yield one `Outcome` per job as jobs finish.
 
@@ -672,56 +486,57 @@ class ConnectionRegistry:
         the reason: e.g. the connection needs reauthorization, found without any I/O) or failed
         (with the typed error and its request id). Jobs start round-robin across connections, a
         connection paused by a 429 yields its slot to the others, and closing the iterator (or
-        leaving ``async with``) cancels every running job. See `fan_out`.
+        leaving ``async with``) cancels every running job::
+
+            async with registry.map(count_work_orders) as outcomes:
+                async for outcome in outcomes:
+                    print(outcome.connection_id, outcome.status.value, outcome.value)
 
         Args:
             fn: ``async fn(connection)``, or ``async fn(connection, item)`` with ``items``.
             connections: Connections or their ids (default: every registered connection).
-            items: Run ``fn`` once per connection and item.
-            concurrency: Most jobs running at once.
+            items: Run ``fn`` once per connection and item (e.g. entity names).
+            concurrency: Most jobs running at once, not counting jobs waiting at a rate-limit
+                pause.
             per_connection: Most jobs of one connection running at once.
+            timeout: Seconds each job may run; a job still running then is cancelled and
+                fails with `RequestTimeoutError`.
+            deadline: Seconds for the whole fan-out, on the registry's clock: jobs still
+                running then are cancelled (failed with `RequestTimeoutError`) and jobs not yet
+                started are skipped.
 
         Returns:
             A `FanOut`: an async iterator of `Outcome`, and an async context manager.
 
+        Raises:
+            ConnectionNotFoundError: A connection is not registered here.
+            TypeError: ``timeout`` or ``deadline`` is not a number.
+            ValueError: ``concurrency`` or ``per_connection`` below 1, or ``timeout`` or
+                ``deadline`` not > 0.
+
         .. versionadded:: 0.1.0
         """
-        if items is None:
-            return fan_out(
-                self, fn, connections, concurrency=concurrency, per_connection=per_connection
-            )
+        chosen: list[tuple[Connection, Channel]] = []
+        seen: set[str] = set()
+        for entry in self if connections is None else connections:
+            connection = self.get(entry) if isinstance(entry, str) else entry
+            registered = self._connections.get(connection.id)
+            if registered is None or registered[0] is not connection:
+                raise ConnectionNotFoundError(connection.id)
+            if connection.id not in seen:
+                seen.add(connection.id)
+                chosen.append(registered)
+        engine = self._engine
         return fan_out(
-            self,
+            [(connection, partial(engine.paused_for, channel)) for connection, channel in chosen],
             fn,
-            connections,
             items=items,
             concurrency=concurrency,
             per_connection=per_connection,
+            timeout=timeout,
+            deadline=deadline,
+            clock=engine.clock,
         )
-
-    @property
-    def open_sessions(self) -> int:
-        """How many connections hold an open session right now."""
-        transport = self._transport
-        if self._tokenless is not None and self._tokenless in transport._open:  # noqa: SLF001
-            return transport.open_sessions - 1
-        return transport.open_sessions
-
-    def _tokenless_channel(self) -> TokenlessChannel:
-        """The registry's channel for calls without a token (``/link/token``), made on first use.
-
-        It shares the pool, retries, timeouts and lifetime of the registry, but is no
-        connection: it is never listed, counted or handed to the reconnect hook.
-
-        Raises:
-            RegistryClosedError: The registry is closed.
-        """
-        if self._state is _State.CLOSED:
-            raise RegistryClosedError("Cannot send a request, as the registry has been closed.")
-        channel = self._tokenless
-        if channel is None:
-            channel = self._tokenless = TokenlessChannel(self._requestor)
-        return channel
 
     def __repr__(self) -> str:
         return (

@@ -29,8 +29,8 @@ from ._retry import RetryPolicy
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._request import ReconnectEvent
-    from .typing import JSON
+    from ._channel import ReconnectEvent
+    from ._types import JSON
 
 __all__ = [
     "LinkClient",
@@ -178,7 +178,7 @@ class LinkClient:
         return f"<LinkClient client_id={self._client_id!r}>"
 
     async def _token(self, fields: Mapping[str, str]) -> TokenPair:
-        channel = self._registry._tokenless_channel()  # noqa: SLF001 - the package's own API
+        channel = self._registry.tokenless()
         form = {**fields, "client_id": self._client_id, "client_secret": self._client_secret}
         # Never keep a credential of the body in an error, should the server echo one back.
         secrets = (self._client_secret, *(fields[k] for k in _SECRET_FIELDS if k in fields))

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import ssl as ssl_module
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Final, Protocol
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Final
 
 import aiohttp
 import attrs
@@ -66,23 +66,36 @@ class Timeouts:
     total: float | None = attrs.field(default=120.0, validator=_positive_or_none)
     pool: float | None = attrs.field(default=30.0, validator=_positive_or_none)
 
-    def _client_timeout(self, total: float | None = None) -> aiohttp.ClientTimeout:
-        # One timer per attempt: aiohttp's sock_read would re-arm a timer on every chunk received,
-        # which costs more per request than all of makini_async's own layers.
-        limits = [
-            limit
-            for limit in (
-                total,
-                self.total,
-                None if self.read is None else self.read + (self.connect or 0.0),
-            )
-            if limit is not None
-        ]
-        return aiohttp.ClientTimeout(
-            total=min(limits) if limits else None,
-            connect=self.pool,
-            sock_connect=self.connect,
+
+def _client_timeout(timeouts: Timeouts, total: float | None = None) -> aiohttp.ClientTimeout:
+    """Aiohttp's timeout for one attempt: ``connect + read`` in all, capped by ``total``."""
+    # One timer per attempt: aiohttp's sock_read would re-arm a timer on every chunk received,
+    # which costs more per request than all of makini_async's own layers.
+    limits = [
+        limit
+        for limit in (
+            total,
+            timeouts.total,
+            None if timeouts.read is None else timeouts.read + (timeouts.connect or 0.0),
         )
+        if limit is not None
+    ]
+    return aiohttp.ClientTimeout(
+        total=min(limits) if limits else None,
+        connect=timeouts.pool,
+        sock_connect=timeouts.connect,
+    )
+
+
+class _Session:
+    """An open session, the token generation it carries, and its requests in flight."""
+
+    __slots__ = ("busy", "generation", "session")
+
+    def __init__(self, session: aiohttp.ClientSession, generation: int) -> None:
+        self.session = session
+        self.generation = generation
+        self.busy = 0
 
 
 class RawResponse:
@@ -97,13 +110,6 @@ class RawResponse:
         self.headers = headers
         self.body = body
         self.content_type = content_type
-
-
-class SessionOwner(Protocol):
-    """What the session cache needs from a connection to evict its session."""
-
-    def _evictable(self) -> bool: ...
-    def _take_session(self) -> aiohttp.ClientSession | None: ...
 
 
 def _translate(  # noqa: C901, PLR0911 - one branch per exception family
@@ -206,16 +212,32 @@ class Transport:
         self._trace_configs = list(trace_configs)
         self._user_agent = user_agent
         self.timeouts = timeouts
-        self.default_timeout = timeouts._client_timeout()  # noqa: SLF001 - our own class
+        self.default_timeout = _client_timeout(timeouts)
         self.max_response_size = max_response_size
         self._max_open_sessions = max_open_sessions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connector: aiohttp.TCPConnector | None = None
         self._cookie_jar: aiohttp.DummyCookieJar | None = None
         # Open sessions by owner, least recently used first.
-        self._open: OrderedDict[SessionOwner, aiohttp.ClientSession] = OrderedDict()
+        self._open: OrderedDict[Hashable, _Session] = OrderedDict()
         self._retired: list[aiohttp.ClientSession] = []
         self.sessions_created = 0
+
+    @property
+    def started(self) -> bool:
+        """True once the connection pool exists (it is built on first use)."""
+        return self._connector is not None
+
+    @property
+    def bound(self) -> bool:
+        """True once the transport is bound to an event loop."""
+        return self._loop is not None
+
+    def client_timeout(
+        self, timeouts: Timeouts | None, total: float | None = None
+    ) -> aiohttp.ClientTimeout:
+        """Aiohttp's timeout for one attempt under ``timeouts`` (the default ones when None)."""
+        return _client_timeout(timeouts or self.timeouts, total)
 
     # -- loop binding ------------------------------------------------------------------------
 
@@ -257,17 +279,24 @@ class Transport:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def open_session(self, owner: SessionOwner, token: str | None) -> aiohttp.ClientSession:
-        """Build a token-scoped session on the shared connector and track it for eviction.
+    def _session_for(self, owner: Hashable, token: str | None, generation: int) -> _Session:
+        """The owner's session for this token generation, opened (and the old one retired)."""
+        entry = self._open.get(owner)
+        if entry is not None and entry.generation == generation:
+            if self._max_open_sessions is not None:
+                self._open.move_to_end(owner)
+            return entry
+        if entry is not None:
+            self._retired.append(entry.session)
+        entry = _Session(self._open_session(token), generation)
+        self._open[owner] = entry
+        self._open.move_to_end(owner)
+        if self._max_open_sessions is not None and len(self._open) > self._max_open_sessions:
+            self._evict(len(self._open) - self._max_open_sessions)
+        return entry
 
-        Args:
-            owner: The connection (or tokenless channel) the session belongs to.
-            token: The bearer token every request of the session carries; None for a session
-                that sends no ``Authorization`` header at all.
-
-        Returns:
-            The new session; the caller keeps it and hands it back through `retire`.
-        """
+    def _open_session(self, token: str | None) -> aiohttp.ClientSession:
+        """A token-scoped session on the shared connector (no header at all for None)."""
         connector = self._ensure_connector()
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         headers["Accept"] = "application/json"
@@ -289,40 +318,37 @@ class Transport:
         if hasattr(session, "_retry_connection"):
             session._retry_connection = False  # noqa: SLF001 - as aiohttp's own test_utils does
         self.sessions_created += 1
-        previous = self._open.pop(owner, None)
-        if previous is not None:
-            self._retired.append(previous)
-        self._open[owner] = session
-        if self._max_open_sessions is not None and len(self._open) > self._max_open_sessions:
-            self._evict(len(self._open) - self._max_open_sessions)
         return session
 
-    def touch(self, owner: SessionOwner) -> None:
-        """Mark an owner's session as just used (for least-recently-used eviction)."""
-        if self._max_open_sessions is not None:
-            self._open.move_to_end(owner)
-
     def _evict(self, count: int) -> None:
-        for owner in list(self._open):
+        """Retire the least recently used sessions that have no request in flight."""
+        for owner, entry in list(self._open.items()):
             if count <= 0:
                 break
-            if owner._evictable():  # noqa: SLF001 - the protocol's own hook
-                session = owner._take_session()  # noqa: SLF001 - the protocol's own hook
+            if not entry.busy:
                 del self._open[owner]
-                if session is not None:
-                    self._retired.append(session)
+                self._retired.append(entry.session)
                 count -= 1
 
-    def forget(self, owner: SessionOwner) -> None:
+    def forget(self, owner: Hashable) -> None:
         """Stop tracking an owner; its session (if any) is closed at the next opportunity."""
-        session = self._open.pop(owner, None)
-        if session is not None:
-            self._retired.append(session)
+        entry = self._open.pop(owner, None)
+        if entry is not None:
+            self._retired.append(entry.session)
+
+    def has_session(self, owner: Hashable) -> bool:
+        """True when the owner holds an open session."""
+        return owner in self._open
 
     @property
     def open_sessions(self) -> int:
-        """How many connection sessions are open now."""
+        """How many sessions are open now."""
         return len(self._open)
+
+    @property
+    def has_retired(self) -> bool:
+        """True when replaced or evicted sessions wait to be closed."""
+        return bool(self._retired)
 
     async def close_retired(self) -> None:
         """Close sessions that were replaced or evicted (no I/O: the connector is shared)."""
@@ -332,7 +358,7 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close every session (newest first), then the connector, then let transports finish."""
-        sessions = [*self._retired, *self._open.values()]
+        sessions = [*self._retired, *(entry.session for entry in self._open.values())]
         self._retired = []
         self._open.clear()
         for session in reversed(sessions):
@@ -353,7 +379,9 @@ class Transport:
 
     async def send(
         self,
-        session: aiohttp.ClientSession,
+        owner: Hashable,
+        token: str | None,
+        generation: int,
         method: str,
         url: str,
         *,
@@ -365,10 +393,33 @@ class Transport:
     ) -> RawResponse:
         """Send one request and read the whole response under the size cap.
 
+        The owner's session for ``generation`` carries ``token``; it is opened on first use
+        (and after a new token), and never evicted while one of its requests is in flight.
+
         Raises:
             TransportError: With the right subclass; aiohttp's exception is never exposed.
             ResponseTooLargeError: The body passed ``max_response_size``.
         """
+        entry = self._session_for(owner, token, generation)
+        entry.busy += 1
+        try:
+            return await self._send(
+                entry.session, method, url, params, body, headers, timeout, path
+            )
+        finally:
+            entry.busy -= 1
+
+    async def _send(  # noqa: PLR0917 - one request's parts
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        params: list[tuple[str, str]] | None,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout,
+        path: str,
+    ) -> RawResponse:
         # Errors are translated inside `except` but raised after it: raising inside would keep
         # aiohttp's exception as __context__, and some of them hold the request headers.
         failure: BaseException

@@ -5,12 +5,23 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
 from ._bodies import BinaryReadable
-from ._request import Clock, ReconnectEvent, ReconnectHook, StateListener
+from ._budget import RateBudget
+from ._channel import ReconnectEvent, ReconnectHook, StateListener
+from ._credentials import CredentialSource
+from ._instrument import Instrument
+from ._requester import Requester
+from ._types import JSON, Clock
 
-__all__ = ["JSON", "BinaryReadable", "Clock", "ReconnectEvent", "ReconnectHook", "StateListener"]
-
-#: A decoded JSON value, as `APIResponse.data` holds it.
-JSON: TypeAlias = "dict[str, JSON] | list[JSON] | str | int | float | bool | None"
+__all__ = [
+    "JSON",
+    "BinaryReadable",
+    "Clock",
+    "CredentialSource",
+    "Instrument",
+    "RateBudget",
+    "ReconnectEvent",
+    "ReconnectHook",
+    "Requester",
+    "StateListener",
+]

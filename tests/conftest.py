@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from makini_async import ConnectionRegistry
+from makini_async.sandbox import Sandbox
 from makini_async.testing import VirtualClock
 from tests.support import (
     ZERO_WAIT,
@@ -72,6 +74,19 @@ async def _app_server() -> AsyncIterator[StartApp]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture(name="sandbox_options")
+def _sandbox_options() -> dict[str, Any]:
+    """`Sandbox` arguments of the `sandbox` fixture; a directory's conftest may override them."""
+    return {"connections": 2, "seed": 1, "time_scale": 0.001}
+
+
+@pytest.fixture(name="sandbox")
+async def _sandbox(sandbox_options: dict[str, Any]) -> AsyncIterator[Sandbox]:
+    """A running sandbox built with `sandbox_options`, closed after the test."""
+    async with Sandbox(**sandbox_options) as sandbox:
+        yield sandbox
 
 
 @pytest.fixture(name="clock")

@@ -678,7 +678,7 @@ class TestTokenless:
         seen: list[tuple[str, dict[str, str], bytes]] = []
         registry = make_registry(await raw_server(recording(seen)))
         conn = registry.add("c", "tok")
-        channel = registry._tokenless_channel()
+        channel = registry.tokenless()
         await channel.request("POST", "/link/token", form={"grant_type": "client_credentials"})
         await conn.request("GET", "/x")
         await channel.request("GET", "/y")
@@ -696,13 +696,13 @@ class TestTokenless:
         _, url = scripted
         registry = make_registry(url)
         conn = registry.add("c", "tok")
-        channel = registry._tokenless_channel()
-        assert registry._tokenless_channel() is channel
+        channel = registry.tokenless()
+        assert registry.tokenless() is channel
         await channel.request("GET", "/x")
         await conn.request("GET", "/x")
         assert len(registry) == 1
         assert list(registry) == [conn]
-        assert channel.id not in registry
+        assert "<tokenless>" not in registry
         assert registry.open_sessions == 1
         assert registry._transport.open_sessions == 2
         assert "connections=1" in repr(registry)
@@ -729,7 +729,7 @@ class TestTokenless:
         registry = make_registry(url, on_reconnect=hook)
         changes: list[StateChange] = []
         registry.subscribe(changes.append)
-        channel = registry._tokenless_channel()
+        channel = registry.tokenless()
         app.script.append(error_reply(401, code))
         with pytest.raises(m.AuthenticationError) as info:
             await channel.request("POST", "/link/token", form={"grant_type": "x"})
@@ -739,8 +739,8 @@ class TestTokenless:
         assert len(app.seen) == 1
         assert hook.events == []
         assert changes == []
-        assert channel.state is ConnectionState.ACTIVE
-        assert channel.generation == 1
+        assert channel._channel.state is ConnectionState.ACTIVE
+        assert channel._channel.generation == 0  # it has no token, so no generation
         # The next call is sent as usual: nothing was parked.
         await channel.request("POST", "/link/token", form={"grant_type": "x"})
         assert len(app.seen) == 2
@@ -750,7 +750,7 @@ class TestTokenless:
     ) -> None:
         """A tokenless GET is retried on a 503; a tokenless POST is not."""
         app, url = scripted
-        channel = make_registry(url)._tokenless_channel()
+        channel = make_registry(url).tokenless()
         app.script.append(error_reply(503, "SYSTEM_UNAVAILABLE"))
         assert (await channel.request("GET", "/x")).status == 200
         assert len(app.seen) == 2
@@ -769,7 +769,7 @@ class TestTokenless:
         app, url = scripted
         registry = make_registry(url)
         conn = registry.add("c", "tok")
-        channel = registry._tokenless_channel()
+        channel = registry.tokenless()
         app.script.append(error_reply(429, "RATE_LIMIT_EXCEEDED", **{"Retry-After": "2"}))
         start = clock.monotonic()
         with pytest.raises(m.RateLimitError):
@@ -791,7 +791,7 @@ class TestTokenless:
         """A slow answer to a tokenless call times out as any call does."""
         app, url = scripted
         app.delay = 2.0
-        channel = make_registry(url)._tokenless_channel()
+        channel = make_registry(url).tokenless()
         with pytest.raises(m.RequestTimeoutError):
             await channel.request("POST", "/link/token", form={"a": "b"}, timeout=0.05)
 
@@ -801,13 +801,13 @@ class TestTokenless:
         """After aclose the channel refuses calls, and no new one is handed out."""
         app, url = scripted
         registry = make_registry(url)
-        channel = registry._tokenless_channel()
+        channel = registry.tokenless()
         await channel.request("GET", "/x")
         await registry.aclose()
         with pytest.raises(m.RegistryClosedError):
             await channel.request("GET", "/x")
         with pytest.raises(m.RegistryClosedError):
-            registry._tokenless_channel()
+            registry.tokenless()
         assert len(app.seen) == 1
 
     async def test_redacted_body_values_never_reach_errors_or_logs(
@@ -827,7 +827,7 @@ class TestTokenless:
 
         app = web.Application()
         app.router.add_post("/link/token", handler)
-        channel = make_registry(await app_server(app))._tokenless_channel()
+        channel = make_registry(await app_server(app)).tokenless()
         error = await failure(
             channel.request(
                 "POST", "/link/token", form={"client_secret": secret}, redact=(secret, "")

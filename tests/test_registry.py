@@ -324,7 +324,7 @@ class TestShutdown:
         assert time.monotonic() - started < 2.0
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) for r in results)
-        assert registry._requestor.inflight_tasks == {}
+        assert registry._engine.inflight == 0
         app.gate.set()
 
 

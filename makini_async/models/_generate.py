@@ -1,34 +1,43 @@
 """Generate the typed models and resource services from Makini's OpenAPI files.
 
-Run it again whenever the OpenAPI files change, then let ruff tidy the output::
+Run it from a checkout whenever the OpenAPI files in ``makini_async/_openapi/`` change
+(``python -m makini_async._openapi`` regenerates these files and the sandbox's table together)::
 
-    python -m makini_async.models._generate ../shared/reference/makini-openapi
-    ruff check --fix makini_async/models makini_async/resources
-    ruff format makini_async/models makini_async/resources
+    python -m makini_async.models._generate
 
 It writes ``makini_async/models/_generated.py`` (one attrs class per schema of the EAM, ERP and
 WMS files, plus one write body per writable resource and one per nested object a write body
 describes inline, e.g. a work order's ``tasks``) and ``makini_async/resources/_generated.py``
 (one service per collection with exactly the verbs its paths serve, and the ``eam``/``erp``/
-``wms`` namespaces). Field types follow the rules in `field_type`: the OpenAPI files type nearly
-everything as a string, so names decide where a string is really a timestamp or a number, as
-Makini's own field naming does (``...At``, ``...Date``, ``...Quantity``, ``total...Value``).
+``wms`` namespaces), and the ``__init__.py`` of both packages. Imports and ``__all__`` come out
+in the order ruff's isort and RUF022 rules want, and ``ruff format`` (run with the checkout's
+``pyproject.toml``) lays the text out, so the output passes ``ruff check`` as written.
+
+Field types follow the rules in `field_type`: the OpenAPI files type nearly everything as a
+string, so names decide where a string is really a timestamp or a number, as Makini's own field
+naming does (``...At``, ``...Date``, ``...Quantity``, ``total...Value``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import ast
 import re
+import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-__all__ = ["main"]
+from makini_async import _openapi
+
+__all__ = ["main", "render"]
 
 _DOMAINS: Final = ("eam", "erp", "wms")
 _HERE: Final = Path(__file__).parent
+_PYPROJECT: Final = _HERE.parent.parent / "pyproject.toml"
 _MODELS_OUT: Final = _HERE / "_generated.py"
 _MODELS_INIT: Final = _HERE / "__init__.py"
 _RESOURCES_INIT: Final = _HERE.parent / "resources" / "__init__.py"
@@ -165,50 +174,29 @@ def write_type(name: str, rule: str) -> str:  # noqa: PLR0911 - a decision table
     return "str | Unset | None"
 
 
-def _ref(ref: str) -> str:
-    return ref.rsplit("/", 1)[-1]
-
-
-def _prop(schema: dict[str, Any]) -> tuple[str, str]:
-    if "$ref" in schema:
-        return "object", _ref(schema["$ref"])
-    kind = str(schema.get("type", "string"))
-    if kind == "array":
-        items = schema.get("items") or {}
-        return "array", _ref(items["$ref"]) if "$ref" in items else ""
-    return kind, ""
+def _prop(prop: _openapi.Property) -> tuple[str, str]:
+    if prop.ref:
+        return "object", prop.ref
+    kind = prop.type or "string"
+    return kind, prop.items_ref if kind == "array" else ""
 
 
 class _Source:
-    """Everything read from the OpenAPI files."""
+    """Everything the generator reads from the EAM, ERP and WMS files."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Traversable | None = None) -> None:
         self.fields: dict[str, dict[str, tuple[str, str]]] = {}
         self.routes: list[tuple[str, str, str, str, dict[str, str], dict[str, _Shape]]] = []
-        for domain in _DOMAINS:
-            doc = json.loads((folder / f"oas3_{domain}.json").read_text(encoding="utf-8"))
-            for name, schema in doc["components"]["schemas"].items():
-                props = schema.get("properties") if isinstance(schema, dict) else None
-                if name.endswith("Collection") or not isinstance(props, dict):
+        api = _openapi.load(folder, _DOMAINS)
+        for doc in api.documents:
+            for name, schema in doc.schemas.items():
+                if name.endswith("Collection") or schema.properties is None:
                     continue
                 table = self.fields.setdefault(name, {})
-                for prop, spec in props.items():
-                    table.setdefault(prop, _prop(spec))
-            for path, ops in doc["paths"].items():
-                for method, op in ops.items():
-                    self.routes.append(
-                        (domain, method.upper(), path, _schema(op), _body(op), _shapes(op))
-                    )
-
-
-def _schema(op: dict[str, Any]) -> str:
-    content = op.get("responses", {}).get("200", {}).get("content", {})
-    data = content.get("application/json", {}).get("schema", {}).get("properties", {})
-    data = data.get("data", {})
-    if "$ref" in data:
-        return _ref(data["$ref"])
-    items = data.get("items", {})
-    return _ref(items["$ref"]) if "$ref" in items else ""
+                for prop in schema.properties:
+                    table.setdefault(prop.name, _prop(prop))
+        for op in api.operations:
+            self.routes.append((op.domain, op.method, op.path, op.response, _body(op), _shapes(op)))
 
 
 class _Shape:
@@ -225,33 +213,21 @@ def _merge_shapes(into: dict[str, _Shape], shapes: dict[str, _Shape]) -> None:
         into.setdefault(name, _Shape(shape.kind, {})).fields.update(shape.fields)
 
 
-def _body_properties(op: dict[str, Any]) -> dict[str, Any]:
-    body = op.get("requestBody")
-    if not body:
-        return {}
-    media = next(iter(body["content"].values()))
-    props = media.get("schema", {}).get("properties", {})
-    return props if isinstance(props, dict) else {}
+def _rule(prop: _openapi.Property) -> str:
+    return f"{prop.type}|{prop.format}"
 
 
-def _rule(prop: dict[str, Any]) -> str:
-    return f"{prop.get('type', '')}|{prop.get('format') or ''}"
+def _body(op: _openapi.Operation) -> dict[str, str]:
+    return {p.name: _rule(p) for p in op.body}
 
 
-def _body(op: dict[str, Any]) -> dict[str, str]:
-    return {name: _rule(p) for name, p in _body_properties(op).items()}
-
-
-def _shapes(op: dict[str, Any]) -> dict[str, _Shape]:
+def _shapes(op: _openapi.Operation) -> dict[str, _Shape]:
     """The body fields whose object (or array item) the OpenAPI describes inline."""
-    shapes: dict[str, _Shape] = {}
-    for name, prop in _body_properties(op).items():
-        kind = str(prop.get("type", ""))
-        inner = prop.get("items") if kind == "array" else prop
-        fields = inner.get("properties") if isinstance(inner, dict) else None
-        if isinstance(fields, dict) and fields:
-            shapes[name] = _Shape(kind, {field: _rule(spec) for field, spec in fields.items()})
-    return shapes
+    return {
+        p.name: _Shape(p.type, {field.name: _rule(field) for field in p.properties})
+        for p in op.body
+        if p.properties
+    }
 
 
 # -- resources --------------------------------------------------------------------------------
@@ -325,6 +301,29 @@ def _services(source: _Source) -> tuple[dict[str, dict[str, _Service]], dict[str
 
 
 # -- output -----------------------------------------------------------------------------------
+
+
+def _natural(name: str) -> tuple[str | int, ...]:
+    """Natural order: runs of digits compare as numbers (``Item2`` before ``Item10``)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _member_type(name: str) -> int:
+    """Constants, then classes, then everything else, as ruff's isort and RUF022 order them."""
+    if len(name) > 1 and name.isupper():
+        return 0
+    return 1 if name[:1].isupper() else 2
+
+
+def _all_order(names: Iterable[str]) -> list[str]:
+    """The order ruff's RUF022 wants in ``__all__``."""
+    return sorted(names, key=lambda name: (_member_type(name), _natural(name)))
+
+
+def _import_order(names: Iterable[str]) -> list[str]:
+    """The order ruff's isort wants in a ``from ... import (...)`` list."""
+    return sorted(names, key=lambda n: (_member_type(n), _natural(n.lower()), _natural(n)))
+
 
 _MODELS_HEADER = '''"""Typed models of every EAM, ERP and WMS schema in Makini's OpenAPI files.
 
@@ -418,7 +417,7 @@ def _models(
     nested = {
         schema: _nested_models(source, schema, shapes.get(schema, {}), taken) for schema in writes
     }
-    out = [_MODELS_HEADER, f"__all__ = {sorted(taken)!r}\n\n"]
+    out = [_MODELS_HEADER, f"__all__ = {_all_order(taken)!r}\n\n"]
     for schema in sorted(schemas, key=class_name):
         entity = schema in entities
         base = "Entity" if entity else "Model"
@@ -462,23 +461,6 @@ from __future__ import annotations
 
 from makini_async import models
 
-from ._base import (
-    Creatable,
-    Deliverable,
-    HasChildren,
-    HasInventory,
-    HasMaterials,
-    Listable,
-    Namespace,
-    Retrievable,
-    Service,
-    StatusSettable,
-    StatusLists,
-    Updatable,
-    Uploadable,
-    WritableMaterials,
-)
-
 '''
 
 _MIXINS: Final = (
@@ -499,8 +481,9 @@ _MIXINS: Final = (
 def _resources(
     services: dict[str, dict[str, _Service]], statuses: dict[str, list[str]]
 ) -> tuple[str, list[str]]:
-    out = [_RESOURCES_HEADER]
+    out: list[str] = []
     names: list[str] = []
+    imported = {"Namespace", "StatusLists"}
     for domain in _DOMAINS:
         for service in sorted(services[domain].values(), key=lambda s: s.attribute):
             cls = f"{domain.upper()}{service.class_name}"
@@ -511,7 +494,9 @@ def _resources(
                 for verb, mixin in _MIXINS
                 if verb in service.verbs
             ]
-            out.append(f"\n\nclass {cls}({', '.join(bases) or 'Service'}):\n")
+            bases = bases or ["Service"]
+            imported.update(base.partition("[")[0] for base in bases)
+            out.append(f"\n\nclass {cls}({', '.join(bases)}):\n")
             verbs = ", ".join(sorted(_method_name(v) for v in service.verbs))
             detail = textwrap.fill(
                 f"Verbs: {verbs}.", width=96, initial_indent="    ", subsequent_indent="    "
@@ -526,13 +511,14 @@ def _resources(
                 out.append(f"    _model = models.{model}\n")
             if service.status_field:
                 out.append(f"    _status_field = {service.status_field!r}\n")
-            out.extend(
-                _literal_list(verb, domain, service.segment)
-                for verb in sorted(service.verbs)
-                if verb.startswith("list_")
-            )
+            literal_lists = sorted(v for v in service.verbs if v.startswith("list_"))
+            out.extend(_literal_list(verb, domain, service.segment) for verb in literal_lists)
+            if literal_lists:
+                imported.add("Listing")
         out.append(_namespace(domain, services[domain], statuses[domain]))
         names.append(domain.upper())
+    out.insert(0, _RESOURCES_HEADER + _import_block("._base", sorted(imported)))
+    out.append(f"\n\n__all__ = {_all_order(names)!r}\n")
     return "".join(out), names
 
 
@@ -586,7 +572,7 @@ def _exported(text: str) -> list[str]:
     match = re.search(r"^__all__ = (\[.*?\])$", text, flags=re.MULTILINE | re.DOTALL)
     if match is None:
         raise SystemExit("the generated models have no __all__")
-    return [str(name) for name in json.loads(match.group(1).replace("'", '"'))]
+    return [str(name) for name in ast.literal_eval(match.group(1))]
 
 
 _BASE_NAMES: Final = ("UNSET", "Entity", "Level", "Model", "Unset", "Writable")
@@ -609,13 +595,13 @@ _SNAKE_CASE_MODELS: Final = (
 )
 
 
-def _import_block(module: str, names: list[str] | tuple[str, ...]) -> str:
-    body = "".join(f"    {name},\n" for name in sorted(names))
+def _import_block(module: str, names: Iterable[str]) -> str:
+    body = "".join(f"    {name},\n" for name in _import_order(names))
     return f"from {module} import (\n{body})\n"
 
 
 def _all_block(names: list[str]) -> str:
-    body = "".join(f"    {name!r},\n" for name in sorted(names)).replace("'", '"')
+    body = "".join(f"    {name!r},\n" for name in _all_order(names)).replace("'", '"')
     return f"__all__ = [\n{body}]\n"
 
 
@@ -644,7 +630,7 @@ def _models_init(generated: list[str]) -> str:
 
 
 _RESOURCE_BASE: Final = ("Filter", "FilterOp", "Namespace", "Service", "StatusLists")
-_PAGINATION: Final = ("Listing", "Page", "PageMeta", "PaginationError")
+_PAGINATION: Final = ("Listing", "Page", "PageMeta")
 
 
 def _resources_init(generated: list[str]) -> str:
@@ -656,13 +642,13 @@ def _resources_init(generated: list[str]) -> str:
         "Generated by ``makini_async/models/_generate.py``; do not edit by hand.\n\n"
         '.. versionadded:: 0.1.0\n"""\n\n'
         "from __future__ import annotations\n\n"
-        + _import_block("makini_async._pagination", _PAGINATION)
-        + "\n"
+        "from makini_async._errors import PaginationError\n"
+        f"from makini_async._pagination import {', '.join(_import_order(_PAGINATION))}\n\n"
         + _import_block("._base", _RESOURCE_BASE)
         + _import_block("._generated", generated)
         + _import_block("._system", ("RawRow",))
         + "\n"
-        + _all_block([*_PAGINATION, *_RESOURCE_BASE, *generated, "RawRow"])
+        + _all_block([*_PAGINATION, "PaginationError", *_RESOURCE_BASE, *generated, "RawRow"])
     )
 
 
@@ -680,8 +666,54 @@ def _writes(
     return writes, shapes
 
 
+def render(source: Traversable | None = None) -> dict[Path, str]:
+    """Return the generated files by path, with the text `main` writes there.
+
+    Args:
+        source: The folder holding ``oas3_*.json`` (default: the files shipped in
+            ``makini_async/_openapi/``).
+
+    Returns:
+        The text of the models, the services and both packages' ``__init__.py``.
+
+    Raises:
+        SystemExit: When a name does not survive the casing round trip, a class name is
+            taken twice, or ruff cannot format the output (run from a checkout, with the
+            ``lint`` extra installed).
+    """
+    src = _Source(source)
+    services, statuses = _services(src)
+    entities = {s.schema for d in services.values() for s in d.values() if s.schema}
+    entities |= {"Status", "MaterialItem"}
+    models = _models(src, entities, *_writes(services))
+    resources, names = _resources(services, statuses)
+    texts = {
+        _MODELS_OUT: models,
+        _RESOURCES_OUT: resources,
+        _MODELS_INIT: _models_init(_exported(models)),
+        _RESOURCES_INIT: _resources_init(names),
+    }
+    return {path: _ruff_format(path, text) for path, text in texts.items()}
+
+
+def _ruff_format(path: Path, text: str) -> str:
+    """Lay ``text`` out as ``ruff format`` would the file at ``path``, with our settings."""
+    if not _PYPROJECT.is_file():
+        raise SystemExit(f"{_PYPROJECT} is missing: generate from a checkout")
+    argv = [sys.executable, "-m", "ruff", "format", "--config", str(_PYPROJECT)]
+    proc = subprocess.run(  # noqa: S603 - a fixed argv: our own formatter
+        [*argv, "--stdin-filename", str(path), "-"],
+        input=text.encode(),
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode:
+        raise SystemExit(f"ruff format failed on {path}:\n{proc.stderr.decode()}")
+    return proc.stdout.decode()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the generated models and services from the OpenAPI folder given.
+    """Write the generated models and services from the shipped OpenAPI files.
 
     Args:
         argv: Command-line arguments (default: ``sys.argv[1:]``).
@@ -690,22 +722,10 @@ def main(argv: list[str] | None = None) -> int:
         The process exit status.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="folder holding Makini's oas3_*.json files")
-    args = parser.parse_args(argv)
-    source = _Source(args.source)
-    services, statuses = _services(source)
-    entities = {s.schema for d in services.values() for s in d.values() if s.schema}
-    entities |= {"Status", "MaterialItem"}
-    writes, shapes = _writes(services)
-    _MODELS_OUT.write_text(_models(source, entities, writes, shapes), encoding="utf-8")
-    text, names = _resources(services, statuses)
-    text = text.replace("from ._base import (", "from ._base import (\n    Listing,", 1)
-    text += f"\n\n__all__ = {sorted(names)!r}\n"
-    _RESOURCES_OUT.write_text(text, encoding="utf-8")
-    model_names = _exported(_MODELS_OUT.read_text(encoding="utf-8"))
-    _MODELS_INIT.write_text(_models_init(model_names), encoding="utf-8")
-    _RESOURCES_INIT.write_text(_resources_init(names), encoding="utf-8")
-    sys.stdout.write(f"wrote {_MODELS_OUT}, {_RESOURCES_OUT} and both __init__.py\n")
+    parser.parse_args(argv)
+    for path, text in render().items():
+        path.write_text(text, encoding="utf-8")
+        sys.stdout.write(f"wrote {path}\n")
     return 0
 
 

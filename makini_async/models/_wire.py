@@ -53,6 +53,7 @@ __all__ = [
     "register",
     "structure_function",
     "wire_name",
+    "wire_names",
 ]
 
 M = TypeVar("M", bound=Model)
@@ -103,6 +104,21 @@ def wire_name(cls: type, attribute: str) -> str:
         return attribute
     names = _STANDARD_WIRE.get(attribute) if issubclass(cls, Entity) else None
     return names[0] if names else camel(attribute)
+
+
+def wire_names(cls: type, attribute: str) -> tuple[str, ...]:
+    """Every wire name of ``cls.attribute``, in the order decoding reads them.
+
+    Args:
+        cls: A model class, e.g. ``WorkOrder``.
+        attribute: One of its attributes, e.g. ``updated_at``.
+
+    Returns:
+        The names, the v3 one first: ``("updatedAt", "_updatedAt")``, ``("key",)``.
+
+    .. versionadded:: 0.1.0
+    """
+    return _wire_names(cls, attribute)
 
 
 def register_snake_case(cls: type) -> None:

@@ -1,31 +1,26 @@
-"""The machinery every service shares: filters, sorting, listing, decoding, and the verb mixins.
+"""The verbs of the services: a mixin per verb, combined by the generated classes.
 
-A service holds its connection and its collection path; a verb exists on a service only when
-Makini serves it (the generated classes mix in exactly those).
+A verb exists on a service only when Makini serves it: the generated classes mix in exactly
+those. `StatusLists` and `Namespace` (``conn.eam``) sit beside them.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar, cast
-from urllib.parse import quote
-
-import attrs
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from makini_async._bodies import Upload
-from makini_async._errors import ResponseDecodeError
-from makini_async._pagination import Listing, Page, PageMeta
-from makini_async.models import Entity, Material, MaterialItem, Model, Status, Writable
-from makini_async.models._wire import RecordDecodeError, decode, decode_list, encode, wire_name
+from makini_async._pagination import Listing
+from makini_async._requester import Requester
+from makini_async.models import Entity, Material, MaterialItem, Status, Writable
+
+from ._query import Filter, FilterMatch, FilterOp, build_query, quote_key
+from ._service import Service, body_of, collection_of, decode_one, decode_page, listing
 
 if TYPE_CHECKING:
-    from makini_async._registry import Connection
-    from makini_async._request import APIResponse
     from makini_async._transport import Timeouts
-    from makini_async.typing import JSON
+    from makini_async._types import JSON
 
 __all__ = [
     "Creatable",
@@ -38,6 +33,7 @@ __all__ = [
     "Listable",
     "Listing",
     "Namespace",
+    "Requester",
     "Retrievable",
     "Service",
     "StatusLists",
@@ -45,279 +41,15 @@ __all__ = [
     "Updatable",
     "Uploadable",
     "WritableMaterials",
+    "collection_of",
     "decode_one",
     "decode_page",
+    "listing",
     "quote_key",
 ]
 
 T = TypeVar("T", bound=Entity)
-M = TypeVar("M", bound=Model)
 W = TypeVar("W", bound=Writable)
-
-
-class FilterOp(enum.StrEnum):
-    """The comparison operators of Makini's ``filter[field:op]`` query syntax.
-
-    .. versionadded:: 0.1.0
-    """
-
-    EQ = "eq"
-    CONTAINS = "contains"
-    STARTS_WITH = "startsWith"
-    ENDS_WITH = "endsWith"
-    GT = "gt"
-    GTEQ = "gteq"
-    LT = "lt"
-    LTEQ = "lteq"
-
-
-def _op(value: FilterOp | str) -> FilterOp:
-    try:
-        return FilterOp(value)
-    except ValueError:
-        known = ", ".join(op.value for op in FilterOp)
-        raise ValueError(f"Unknown filter operator {value!r}; use one of {known}.") from None
-
-
-@attrs.frozen(slots=True)
-class Filter:
-    """One condition of a listing, e.g. ``Filter("updated_at", "gt", watermark)``.
-
-    Args:
-        field: An attribute of the listed model (``updated_at``) or a wire name
-            (``x_costCenter``, for custom fields).
-        op: A `FilterOp` or its value (``"contains"``, ``"gteq"``...).
-        value: A string, number, boolean or aware datetime.
-
-    .. versionadded:: 0.1.0
-    """
-
-    field: str
-    op: FilterOp = attrs.field(converter=_op)
-    value: object
-
-
-FilterMatch = Literal["all", "any"]
-
-
-def quote_key(key: object) -> str:
-    """Quote a record key as one path segment (``/`` and ``?`` included).
-
-    Raises:
-        TypeError: The key is not a string.
-        ValueError: The key is empty.
-    """
-    if not isinstance(key, str):
-        raise TypeError(f"A record key must be a str, not {type(key).__name__}")
-    if not key:
-        raise ValueError("A record key must not be empty")
-    return quote(key, safe="")
-
-
-def _query_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("Filter datetimes must be timezone-aware (e.g. tzinfo=UTC)")
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    if isinstance(value, str | int | float | Decimal):
-        return str(value)
-    raise TypeError(f"Cannot filter on a {type(value).__name__}; use a str, number or datetime")
-
-
-def _field(model: type[Model], name: str) -> str:
-    fields = attrs.fields_dict(model)
-    return wire_name(model, name) if name in fields else name
-
-
-def build_query(  # noqa: C901, PLR0912 - one flat checklist of arguments
-    model: type[Model],
-    *,
-    where: Mapping[str, object] | Iterable[Filter] | None,
-    match: FilterMatch | None,
-    sort: str | Sequence[str] | None,
-    modified_after: datetime | None,
-    per_page: int | None,
-) -> list[tuple[str, str]]:
-    """Turn listing arguments into Makini's query parameters.
-
-    Raises:
-        TypeError: A value of a type the query cannot carry.
-        ValueError: A bad operator, match, per_page or naive datetime.
-    """
-    params: list[tuple[str, str]] = []
-    conditions: list[Filter]
-    if where is None:
-        conditions = []
-    elif isinstance(where, Mapping):
-        conditions = [Filter(str(name), FilterOp.EQ, value) for name, value in where.items()]
-    else:
-        conditions = list(where)
-    for condition in conditions:
-        if not isinstance(condition, Filter):
-            raise TypeError("where must be a mapping of equalities or an iterable of Filter")
-        name = _field(model, condition.field)
-        suffix = "" if condition.op is FilterOp.EQ else f":{condition.op.value}"
-        params.append((f"filter[{name}{suffix}]", _query_value(condition.value)))
-    if match is not None:
-        if match not in {"all", "any"}:
-            raise ValueError(f"match must be 'all' or 'any', got {match!r}")
-        params.append(("filterMatch", match))
-    if sort is not None:
-        for item in [sort] if isinstance(sort, str) else sort:
-            descending = item.startswith("-")
-            name = item.removeprefix("-")
-            if not name:
-                raise ValueError("sort names a field, e.g. '-created_at' for newest first")
-            params.append((f"sort[{_field(model, name)}]", "1" if descending else "0"))
-    if modified_after is not None:
-        params.append(("modified_after", _query_value(modified_after)))
-    if per_page is not None:
-        if type(per_page) is not int or per_page < 1:
-            raise ValueError(f"per_page must be an int >= 1, got {per_page!r}")
-        params.append(("per_page", str(per_page)))
-    return params
-
-
-# -- decoding ---------------------------------------------------------------------------------
-
-
-def _decode_error(problem: str, response: APIResponse, call: str) -> ResponseDecodeError:
-    return ResponseDecodeError(
-        f"{problem} ({call})", status=response.status, request_id=response.request_id
-    )
-
-
-def _int(value: object, default: int | None) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return default
-
-
-def decode_page(response: APIResponse, model: type[M], number: int, call: str) -> Page[M]:
-    """Decode a list response into a `Page`.
-
-    Raises:
-        ResponseDecodeError: Not a list envelope, or a record of the wrong shape (the message
-            names the path, e.g. ``$.data[3].dueAt``).
-    """
-    body = response.data
-    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-        raise _decode_error("Expected a list response with a 'data' array", response, call)
-    try:
-        records = decode_list(body["data"], model, ".data")
-    except RecordDecodeError as exc:
-        raise _decode_error(f"Unexpected value: {exc}", response, call) from None
-    raw_meta = body.get("meta")
-    meta_in: Mapping[str, JSON] = raw_meta if isinstance(raw_meta, dict) else {}
-    current = _int(meta_in.get("current_page"), number) or number
-    meta = PageMeta(
-        current_page=current,
-        last_page=_int(meta_in.get("last_page"), current) or current,
-        per_page=_int(meta_in.get("per_page"), None),
-        total=_int(meta_in.get("total"), None),
-        first_index=_int(meta_in.get("from"), None),
-        last_index=_int(meta_in.get("to"), None),
-    )
-    raw_links = body.get("links")
-    links = (
-        {str(k): v if isinstance(v, str) else None for k, v in raw_links.items()}
-        if isinstance(raw_links, dict)
-        else {}
-    )
-    return Page(records=tuple(records), meta=meta, links=links, request_id=response.request_id)
-
-
-def decode_one(response: APIResponse, model: type[M], call: str) -> M:
-    """Decode a ``{"data": {...}}`` response into ``model``.
-
-    Raises:
-        ResponseDecodeError: Not a record envelope, or a field of the wrong type.
-    """
-    body = response.data
-    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise _decode_error("Expected a response with a 'data' object", response, call)
-    try:
-        return decode(body["data"], model, ".data")
-    except RecordDecodeError as exc:
-        raise _decode_error(f"Unexpected value: {exc}", response, call) from None
-
-
-# -- services ---------------------------------------------------------------------------------
-
-
-class Service:
-    """One collection of one connection (e.g. ``conn.eam.work_orders``).
-
-    .. versionadded:: 0.1.0
-    """
-
-    __slots__ = ("_conn",)
-    _path: ClassVar[str] = ""
-    _model: ClassVar[type[Entity]] = Entity
-    _status_field: ClassVar[str] = "status"
-
-    def __init__(self, connection: Connection) -> None:
-        self._conn = connection
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._path} of {self._conn.id!r}>"
-
-    def _listing(
-        self,
-        path: str,
-        model: type[M],
-        params: list[tuple[str, str]],
-        *,
-        page: int = 1,
-        max_pages: int | None = None,
-        prefetch: int = 0,
-        timeout: Timeouts | float | None = None,
-    ) -> Listing[M]:
-        connection = self._conn
-
-        async def fetch(number: int) -> Page[M]:
-            response = await connection.request(
-                "GET", path, params=[*params, ("page", str(number))], timeout=timeout
-            )
-            return decode_page(response, model, number, f"GET {path}")
-
-        return Listing(fetch, page=page, max_pages=max_pages, prefetch=prefetch)
-
-    def _sublist(self, tail: str, model: type[M], per_page: int | None) -> Listing[M]:
-        path = self._path.rsplit("/", 1)[0] + "/" + tail
-        params = build_query(
-            model, where=None, match=None, sort=None, modified_after=None, per_page=per_page
-        )
-        return self._listing(path, model, params)
-
-    async def _write(
-        self,
-        method: str,
-        path: str,
-        body: JSON,
-        model: type[M],
-        *,
-        idempotency_key: str | None,
-        timeout: Timeouts | float | None,
-    ) -> M:
-        response = await self._conn.request(
-            method, path, json=body, idempotency_key=idempotency_key, timeout=timeout
-        )
-        return decode_one(response, model, f"{method} {path}")
-
-
-def _body(body: Writable | Mapping[str, JSON]) -> JSON:
-    if isinstance(body, Writable):
-        return cast("JSON", encode(body))
-    if isinstance(body, Mapping):
-        return dict(body)
-    raise TypeError(f"A write body is a model input or a mapping, not {type(body).__name__}")
 
 
 class Listable(Service, Generic[T]):
@@ -340,6 +72,7 @@ class Listable(Service, Generic[T]):
         max_pages: int | None = None,
         prefetch: int = 0,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> Listing[T]:
         """List records, following page numbers to the end.
 
@@ -354,13 +87,16 @@ class Listable(Service, Generic[T]):
             max_pages: Stop after this many pages.
             prefetch: Pages fetched concurrently once the last page is known (0: none).
             timeout: Per-request timeout.
+            deadline: Seconds for the whole listing, every page and retry included, counted
+                from its first request.
 
         Returns:
             A `Listing`: ``async for record in ...``, or ``.pages()`` for pages with ``meta``.
 
         Raises:
-            TypeError: A filter value of the wrong type (at once, before any I/O).
-            ValueError: A bad operator, match, per_page or page (at once).
+            TypeError: A filter value of the wrong type, or a non-number deadline (at once,
+                before any I/O).
+            ValueError: A bad operator, match, per_page, page or deadline (at once).
 
         .. versionadded:: 0.1.0
         """
@@ -373,7 +109,8 @@ class Listable(Service, Generic[T]):
             modified_after=modified_after,
             per_page=per_page,
         )
-        return self._listing(
+        return listing(
+            self._conn,
             self._path,
             model,
             params,
@@ -381,6 +118,7 @@ class Listable(Service, Generic[T]):
             max_pages=max_pages,
             prefetch=prefetch,
             timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -392,12 +130,15 @@ class Retrievable(Service, Generic[T]):
 
     __slots__ = ()
 
-    async def get(self, key: str, *, timeout: Timeouts | float | None = None) -> T:
+    async def get(
+        self, key: str, *, timeout: Timeouts | float | None = None, deadline: float | None = None
+    ) -> T:
         """Fetch one record by its key.
 
         Args:
             key: The record's key (quoted as one path segment).
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The record.
@@ -409,7 +150,7 @@ class Retrievable(Service, Generic[T]):
         .. versionadded:: 0.1.0
         """
         path = f"{self._path}/{quote_key(key)}"
-        response = await self._conn.request("GET", path, timeout=timeout)
+        response = await self._conn.request("GET", path, timeout=timeout, deadline=deadline)
         return decode_one(response, cast("type[T]", self._model), f"GET {path}")
 
 
@@ -428,6 +169,7 @@ class Uploadable(Service, Generic[T]):
         name: str | None = None,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Upload a file as a new record: a ``multipart/form-data`` POST of ``file`` and ``name``.
 
@@ -441,6 +183,7 @@ class Uploadable(Service, Generic[T]):
             name: The record's name (default: the file name).
             idempotency_key: Makes the POST safe to retry (sent as ``Idempotency-Key``).
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The new record, as the server answered it; ``get(record.key)`` reads it back.
@@ -471,6 +214,7 @@ class Uploadable(Service, Generic[T]):
             files={"file": file},
             idempotency_key=idempotency_key,
             timeout=timeout,
+            deadline=deadline,
         )
         return decode_one(response, cast("type[T]", self._model), f"POST {self._path}")
 
@@ -489,6 +233,7 @@ class Creatable(Service, Generic[T, W]):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Create a record; only the fields set on ``body`` are sent.
 
@@ -496,6 +241,7 @@ class Creatable(Service, Generic[T, W]):
             body: The model's ``...Input`` (or a mapping of wire names to JSON values).
             idempotency_key: Makes the POST safe to retry (sent as ``Idempotency-Key``).
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The created record, as the server answered it.
@@ -509,10 +255,11 @@ class Creatable(Service, Generic[T, W]):
         return await self._write(
             "POST",
             self._path,
-            _body(body),
+            body_of(body),
             cast("type[T]", self._model),
             idempotency_key=idempotency_key,
             timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -531,6 +278,7 @@ class Updatable(Service, Generic[T, W]):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Update a record; only the fields set on ``body`` are sent.
 
@@ -539,6 +287,7 @@ class Updatable(Service, Generic[T, W]):
             body: The model's ``...Input`` (or a mapping of wire names to JSON values).
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The updated record.
@@ -552,10 +301,11 @@ class Updatable(Service, Generic[T, W]):
         return await self._write(
             "PUT",
             f"{self._path}/{quote_key(key)}",
-            _body(body),
+            body_of(body),
             cast("type[T]", self._model),
             idempotency_key=idempotency_key,
             timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -574,6 +324,7 @@ class StatusSettable(Service, Generic[T]):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Move a record to another status (work orders take a status key).
 
@@ -582,6 +333,7 @@ class StatusSettable(Service, Generic[T]):
             status: The new status (for work orders a key from ``statuses.work_orders``).
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The updated record.
@@ -600,6 +352,7 @@ class StatusSettable(Service, Generic[T]):
             cast("type[T]", self._model),
             idempotency_key=idempotency_key,
             timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -612,7 +365,13 @@ class HasMaterials(Service):
     __slots__ = ()
 
     def materials(
-        self, key: str, *, per_page: int | None = None, prefetch: int = 0
+        self,
+        key: str,
+        *,
+        per_page: int | None = None,
+        prefetch: int = 0,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> Listing[MaterialItem]:
         """List the materials of one record.
 
@@ -620,6 +379,8 @@ class HasMaterials(Service):
             key: The record's key.
             per_page: Records per page.
             prefetch: Pages fetched concurrently.
+            timeout: Per-request timeout.
+            deadline: Seconds for the whole listing, from its first request.
 
         Returns:
             A `Listing` of `MaterialItem`.
@@ -630,7 +391,15 @@ class HasMaterials(Service):
             MaterialItem, where=None, match=None, sort=None, modified_after=None, per_page=per_page
         )
         path = f"{self._path}/{quote_key(key)}/materials"
-        return self._listing(path, MaterialItem, params, prefetch=prefetch)
+        return listing(
+            self._conn,
+            path,
+            MaterialItem,
+            params,
+            prefetch=prefetch,
+            timeout=timeout,
+            deadline=deadline,
+        )
 
 
 class WritableMaterials(Service, Generic[T]):
@@ -648,6 +417,7 @@ class WritableMaterials(Service, Generic[T]):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Add a material to a record.
 
@@ -656,6 +426,7 @@ class WritableMaterials(Service, Generic[T]):
             body: ``materialKey``, ``storeroomKey``, ``requiredQuantity``, ``usedQuantity``.
             idempotency_key: Makes the POST safe to retry.
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The updated parent record (its ``material_count`` moves on).
@@ -668,7 +439,13 @@ class WritableMaterials(Service, Generic[T]):
         path = f"{self._path}/{quote_key(key)}/materials"
         model = cast("type[T]", self._model)
         return await self._write(
-            "POST", path, _body(body), model, idempotency_key=idempotency_key, timeout=timeout
+            "POST",
+            path,
+            body_of(body),
+            model,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+            deadline=deadline,
         )
 
     async def update_material(
@@ -679,6 +456,7 @@ class WritableMaterials(Service, Generic[T]):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Change a material of a record.
 
@@ -688,6 +466,7 @@ class WritableMaterials(Service, Generic[T]):
             body: The fields to change (wire names).
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The updated parent record.
@@ -700,7 +479,13 @@ class WritableMaterials(Service, Generic[T]):
         path = f"{self._path}/{quote_key(key)}/materials/{quote_key(material_key)}"
         model = cast("type[T]", self._model)
         return await self._write(
-            "PUT", path, _body(body), model, idempotency_key=idempotency_key, timeout=timeout
+            "PUT",
+            path,
+            body_of(body),
+            model,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -712,12 +497,21 @@ class HasChildren(Service):
 
     __slots__ = ()
 
-    def children(self, key: str, *, per_page: int | None = None) -> Listing[MaterialItem]:
+    def children(
+        self,
+        key: str,
+        *,
+        per_page: int | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> Listing[MaterialItem]:
         """List the children of one material.
 
         Args:
             key: The material's key.
             per_page: Records per page.
+            timeout: Per-request timeout.
+            deadline: Seconds for the whole listing, from its first request.
 
         Returns:
             A `Listing` of `MaterialItem`.
@@ -728,7 +522,7 @@ class HasChildren(Service):
             MaterialItem, where=None, match=None, sort=None, modified_after=None, per_page=per_page
         )
         path = f"{self._path}/{quote_key(key)}/children"
-        return self._listing(path, MaterialItem, params)
+        return listing(self._conn, path, MaterialItem, params, timeout=timeout, deadline=deadline)
 
 
 class HasInventory(Service):
@@ -746,6 +540,7 @@ class HasInventory(Service):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> Material:
         """Set a material's inventory.
 
@@ -754,6 +549,7 @@ class HasInventory(Service):
             body: ``code``, ``name``, ``quantity``, ``unitCost``, ``locationKey``.
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The material, with its new ``inventory``.
@@ -765,7 +561,13 @@ class HasInventory(Service):
         """
         path = f"{self._path}/{quote_key(key)}/inventory"
         return await self._write(
-            "PUT", path, _body(body), Material, idempotency_key=idempotency_key, timeout=timeout
+            "PUT",
+            path,
+            body_of(body),
+            Material,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -783,6 +585,7 @@ class Deliverable(Service, Generic[T]):
         *,
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> T:
         """Mark a shipment order delivered.
 
@@ -790,6 +593,7 @@ class Deliverable(Service, Generic[T]):
             key: The shipment order's key.
             idempotency_key: Makes the POST safe to retry.
             timeout: Per-request timeout.
+            deadline: Seconds for the whole call, retries included.
 
         Returns:
             The shipment order, as the server answered it.
@@ -802,7 +606,13 @@ class Deliverable(Service, Generic[T]):
         path = f"{self._path}/{quote_key(key)}/delivered"
         model = cast("type[T]", self._model)
         return await self._write(
-            "POST", path, {}, model, idempotency_key=idempotency_key, timeout=timeout
+            "POST",
+            path,
+            {},
+            model,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+            deadline=deadline,
         )
 
 
@@ -816,18 +626,27 @@ class StatusLists:
 
     __slots__ = ("_conn", "_domain", "entities")
 
-    def __init__(self, connection: Connection, domain: str, entities: tuple[str, ...]) -> None:
+    def __init__(self, connection: Requester, domain: str, entities: tuple[str, ...]) -> None:
         self._conn = connection
         self._domain = domain
         #: The entities with a status list, e.g. ``("purchase-orders", "work-orders")``.
         self.entities = entities
 
-    def list(self, entity: str, *, per_page: int | None = None) -> Listing[Status]:
+    def list(
+        self,
+        entity: str,
+        *,
+        per_page: int | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> Listing[Status]:
         """List the statuses an entity's records can take.
 
         Args:
             entity: The entity's path name, e.g. ``"work-orders"``.
             per_page: Records per page.
+            timeout: Per-request timeout.
+            deadline: Seconds for the whole listing, from its first request.
 
         Returns:
             A `Listing` of `Status` records.
@@ -843,8 +662,7 @@ class StatusLists:
             Status, where=None, match=None, sort=None, modified_after=None, per_page=per_page
         )
         path = f"/api/{self._domain}/statuses/{entity}"
-        service = Service(self._conn)
-        return service._listing(path, Status, params)  # noqa: SLF001 - the same machinery
+        return listing(self._conn, path, Status, params, timeout=timeout, deadline=deadline)
 
 
 class Namespace:
@@ -855,7 +673,7 @@ class Namespace:
 
     __slots__ = ("_conn", "_services")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Requester) -> None:
         self._conn = connection
         self._services: dict[type, object] = {}
 
@@ -870,7 +688,7 @@ class Namespace:
         return StatusLists(self._conn, domain, entities)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} of {self._conn.id!r}>"
+        return f"<{type(self).__name__} of {getattr(self._conn, 'id', None)!r}>"
 
 
 S = TypeVar("S", bound=Service)

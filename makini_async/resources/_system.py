@@ -13,11 +13,13 @@ from makini_async._pagination import Listing
 from makini_async.models import Integration, Model, SyncState
 from makini_async.models._wire import RecordDecodeError, decode
 
-from ._base import Service, decode_one
+from ._service import decode_one, listing
 
 if TYPE_CHECKING:
-    from makini_async._registry import Connection
-    from makini_async.typing import JSON
+    from makini_async._transport import Timeouts
+    from makini_async._types import JSON
+
+    from ._base import Requester
 
 __all__ = [
     "RawRow",
@@ -39,17 +41,21 @@ class RawRow(Model):
     """
 
 
-async def integration(connection: Connection) -> Integration:
+async def integration(
+    connection: Requester, *, timeout: Timeouts | float | None, deadline: float | None
+) -> Integration:
     """``GET /api/integrations/current``."""
     path = "/api/integrations/current"
-    response = await connection.request("GET", path)
+    response = await connection.request("GET", path, timeout=timeout, deadline=deadline)
     return decode_one(response, Integration, f"GET {path}")
 
 
-async def sync_status(connection: Connection) -> SyncState:
+async def sync_status(
+    connection: Requester, *, timeout: Timeouts | float | None, deadline: float | None
+) -> SyncState:
     """``GET /api/integrations/sync/status`` (a bare object, or one wrapped in ``data``)."""
     path = "/api/integrations/sync/status"
-    response = await connection.request("GET", path)
+    response = await connection.request("GET", path, timeout=timeout, deadline=deadline)
     body = response.data
     if isinstance(body, dict) and isinstance(body.get("data"), dict):
         body = body["data"]
@@ -64,53 +70,79 @@ async def sync_status(connection: Connection) -> SyncState:
 
 
 async def request_sync(
-    connection: Connection, sync_type: str, scopes: Sequence[str] | None
+    connection: Requester,
+    sync_type: str,
+    scopes: Sequence[str] | None,
+    *,
+    timeout: Timeouts | float | None,
+    deadline: float | None,
 ) -> JSON:
     """``POST /api/integrations/sync``."""
     body: dict[str, JSON] = {"type": sync_type}
     if scopes is not None:
         body["scopes"] = list(scopes)
-    response = await connection.request("POST", "/api/integrations/sync", json=body)
+    response = await connection.request(
+        "POST", "/api/integrations/sync", json=body, timeout=timeout, deadline=deadline
+    )
     data = response.data
     return data["data"] if isinstance(data, dict) and "data" in data else data
 
 
-async def disconnect(connection: Connection) -> None:
+async def disconnect(
+    connection: Requester, *, timeout: Timeouts | float | None, deadline: float | None
+) -> None:
     """``DELETE /api/integrations/current``."""
-    await connection.request("DELETE", "/api/integrations/current")
+    await connection.request(
+        "DELETE", "/api/integrations/current", timeout=timeout, deadline=deadline
+    )
 
 
-async def raw_tables(connection: Connection) -> JSON:
+async def raw_tables(
+    connection: Requester, *, timeout: Timeouts | float | None, deadline: float | None
+) -> JSON:
     """``GET /api/raw/tables``."""
-    response = await connection.request("GET", "/api/raw/tables")
+    response = await connection.request(
+        "GET", "/api/raw/tables", timeout=timeout, deadline=deadline
+    )
     data = response.data
     return data["data"] if isinstance(data, dict) and "data" in data else data
 
 
 def raw_rows(
-    connection: Connection, table: str, *, per_page: int | None, prefetch: int
+    connection: Requester,
+    table: str,
+    *,
+    per_page: int | None,
+    prefetch: int,
+    timeout: Timeouts | float | None,
+    deadline: float | None,
 ) -> Listing[RawRow]:
     """``GET /api/raw/tables/{table}/data``, page after page."""
     if not table:
         raise ValueError("table must be a non-empty str")
     path = f"/api/raw/tables/{quote(table, safe='')}/data"
     params = [] if per_page is None else [("per_page", str(per_page))]
-    service = Service(connection)
-    listing: Listing[RawRow] = service._listing(path, RawRow, params, prefetch=prefetch)  # noqa: SLF001 - the same machinery
-    return listing
+    return listing(
+        connection, path, RawRow, params, prefetch=prefetch, timeout=timeout, deadline=deadline
+    )
 
 
 async def passthrough(
-    connection: Connection,
+    connection: Requester,
     path: str,
     method: Literal["get", "post", "put", "delete"],
     headers: Mapping[str, str] | None,
     body: JSON,
+    *,
+    timeout: Timeouts | float | None,
+    deadline: float | None,
 ) -> JSON:
     """``POST /api/passthrough``."""
     payload: dict[str, JSON] = {"path": path, "method": method, "headers": dict(headers or {})}
     if body is not None:
         payload["body"] = body
-    response = await connection.request("POST", "/api/passthrough", json=payload)
+    response = await connection.request(
+        "POST", "/api/passthrough", json=payload, timeout=timeout, deadline=deadline
+    )
     data = response.data
     return data["data"] if isinstance(data, dict) and "data" in data else data

@@ -3,8 +3,9 @@
 ``Sandbox`` speaks the contract in ``makini-api.md`` over real HTTP (aiohttp.web): every path of
 Makini's OpenAPI files with generated, seeded data, the auth lifecycle, writes with per-provider
 rules and idempotency, sync state, signed webhooks with retries, rate limits, and a control plane
-(``/_sandbox/`` and the same Python methods) that injects faults on request. It never imports the
-client side of makini_async.
+(``/_sandbox/`` and the same Python methods) that injects faults on request. Of the client side
+of makini_async it uses only `makini_async.webhooks.sign`, so its deliveries verify by
+construction.
 
 A tour::
 
@@ -20,7 +21,7 @@ A tour::
         sandbox.requests(connection="c1")                # the request log
         sandbox.requests("c1", method="POST")[-1].json()  # what a create sent
         hook = sandbox.add_webhook("c1", "http://127.0.0.1:9000/hook", events=["work-orders.*"])
-        await sandbox.wait_for_deliveries(1); sandbox.deliveries()
+        await sandbox.wait_for_deliveries(1); sandbox.deliveries(); sandbox.events()
 
 Records can be read with ``sandbox.records("c1", "eam/work-orders")`` to build expectations.
 Run it from the shell with ``python -m makini_async.sandbox --port 8600 --connections 20``.
@@ -30,24 +31,17 @@ Run it from the shell with ``python -m makini_async.sandbox --port 8600 --connec
 
 from __future__ import annotations
 
+from makini_async.sandbox._connections import SandboxConnection
 from makini_async.sandbox._errors import ERRORS
+from makini_async.sandbox._faults import Fault, FaultKind
+from makini_async.sandbox._request_log import FormPart, RequestRecord
+from makini_async.sandbox._rules import PROVIDERS, ProviderRules
 from makini_async.sandbox._server import Sandbox
-from makini_async.sandbox._state import (
-    ConnectionState,
-    Delivery,
-    Fault,
-    FaultKind,
-    FormPart,
-    RequestRecord,
-    WebhookEndpoint,
-)
-from makini_async.sandbox._webhooks import sign
-from makini_async.sandbox._writes import PROVIDERS, ProviderRules
+from makini_async.sandbox._webhooks import Delivery, WebhookEndpoint
 
 __all__ = [
     "ERRORS",
     "PROVIDERS",
-    "ConnectionState",
     "Delivery",
     "Fault",
     "FaultKind",
@@ -55,6 +49,6 @@ __all__ = [
     "ProviderRules",
     "RequestRecord",
     "Sandbox",
+    "SandboxConnection",
     "WebhookEndpoint",
-    "sign",
 ]

@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Final, TypeAlias
 
 import attrs
@@ -138,8 +139,6 @@ def iso(epoch: float) -> str:
 
 def parse_iso(text: str) -> str | None:
     """Normalise an ISO-8601 date or date-time to the API's canonical UTC form, or ``None``."""
-    from datetime import UTC, datetime  # noqa: PLC0415 - only filters pay for it
-
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["ERRORS", "ApiError", "code_for_status", "dumps", "envelope", "new_request_id"]
+__all__ = ["ERRORS", "SandboxError", "code_for_status", "dumps", "envelope", "new_request_id"]
 
 try:  # orjson is optional: it only makes encoding faster.
     import orjson
@@ -111,8 +111,11 @@ def envelope(
     return dumps(body)
 
 
-class ApiError(Exception):
-    """Raised inside the sandbox to answer with an error envelope.
+class SandboxError(Exception):
+    """Raised inside the sandbox to answer with the contract's error envelope.
+
+    It never leaves the sandbox: the HTTP layer turns it into the envelope, which clients see
+    as their own ``APIError`` subclasses.
 
     Args:
         code: The contract code.

@@ -1,42 +1,25 @@
-"""``Sandbox``: a local Makini server with a control plane, as a Python object."""
+"""``Sandbox``: a local Makini server with a control plane, as a Python object.
+
+`Sandbox` is the top layer: it builds the collaborators (`Core`), serves the app built on them
+and offers their controls as methods; nothing below it knows it exists.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import secrets
-import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
-from aiohttp import web
-
-from makini_async.sandbox._data import DataSet, Record, iso
-from makini_async.sandbox._errors import ApiError
-from makini_async.sandbox._spec import load_spec
-from makini_async.sandbox._state import (
-    ACCESS_TTL,
-    CONNECTION_STATUSES,
-    FAULT_KINDS,
-    REFRESH_TTL,
-    ConnectionState,
-    Delivery,
-    Fault,
-    FaultKind,
-    RequestRecord,
-    Token,
-    WebhookEndpoint,
-    make_token,
-)
-from makini_async.sandbox._webhooks import WebhookHub
-from makini_async.sandbox._writes import PROVIDERS
+from makini_async.sandbox._app import build_app
+from makini_async.sandbox._connections import SandboxConnection
+from makini_async.sandbox._core import Core
+from makini_async.sandbox._data import Record
+from makini_async.sandbox._faults import Fault, FaultKind
+from makini_async.sandbox._request_log import RequestRecord
+from makini_async.sandbox._settings import Settings
+from makini_async.sandbox._webhooks import Delivery, WebhookEndpoint
 
 __all__ = ["Sandbox"]
-
-_LOG_SIZE: Final = 10_000
-_IDEMPOTENCY_TTL: Final = 86400.0
 
 
 class Sandbox:
@@ -98,37 +81,23 @@ class Sandbox:
     ) -> None:
         if log_body_limit < 0:
             raise ValueError(f"log_body_limit must be 0 or more, not {log_body_limit}.")
-        self.seed = seed
-        self.host = host
-        self.port = port
-        self.time_scale = time_scale
-        self.sync_duration = sync_duration
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.max_body = max_body
-        self.log_body_limit = log_body_limit
-        self.default_rate_limit = rate_limit
-        self.spec = load_spec()
-        self._default_provider = provider
-        self._default_sizes = dict(sizes or {})
-        self._default_v4 = v4
-        self._default_read_only = read_only
-        self._signing_key = secrets.token_bytes(32)
-        self._offset = 0.0
-        self._states: dict[str, ConnectionState] = {}
-        self._tokens: dict[str, Token] = {}
-        self._codes: dict[str, dict[str, str]] = {}
-        self._faults: list[Fault] = []
-        self._log: collections.deque[RequestRecord] = collections.deque(maxlen=_LOG_SIZE)
-        self._counter = 0
-        self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.webhooks = WebhookHub(self.now, lambda: self.time_scale, webhook_timeout, seed)
-        self.admin_token = ""
-        self.admin_refresh_token = ""
-        self.issue_admin_token()
+        settings = Settings(
+            seed=seed,
+            provider=provider,
+            sizes=dict(sizes or {}),
+            v4=v4,
+            read_only=read_only,
+            rate_limit=rate_limit,
+            sync_duration=sync_duration,
+            webhook_timeout=webhook_timeout,
+            client_id=client_id,
+            client_secret=client_secret,
+            max_body=max_body,
+            log_body_limit=log_body_limit,
+        )
+        self._core = Core.build(settings, host=host, port=port, time_scale=time_scale)
         for _ in range(connections):
-            self.add_connection_sync()
+            self._core.connections.add()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -138,31 +107,17 @@ class Sandbox:
         Raises:
             RuntimeError: The sandbox is already running.
         """
-        from makini_async.sandbox._app import build_app  # noqa: PLC0415 - _app imports us
-
-        if self._runner is not None:
+        core = self._core
+        if core.lifecycle.running:
             raise RuntimeError("The sandbox is already running; call aclose() first.")
-        await self.webhooks.start()
-        runner = web.AppRunner(
-            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
+        await core.webhooks.start()
+        await core.lifecycle.serve(build_app(core))
 
     async def aclose(self) -> None:
         """Stop serving, cancel background work and close every socket (idempotent)."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.webhooks.aclose()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self._core.lifecycle.cancel_tasks()
+        await self._core.webhooks.aclose()
+        await self._core.lifecycle.stop_serving()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -177,8 +132,10 @@ class Sandbox:
         await self.aclose()
 
     def __repr__(self) -> str:
-        where = f"http://{self.host}:{self.port}" if self._runner else "not running"
-        return f"<Sandbox {where} connections={len(self._states)} seed={self.seed}>"
+        lifecycle = self._core.lifecycle
+        where = lifecycle.url if lifecycle.running else "not running"
+        count = len(self._core.connections.all())
+        return f"<Sandbox {where} connections={count} seed={self.seed}>"
 
     @property
     def url(self) -> str:
@@ -187,55 +144,95 @@ class Sandbox:
         Raises:
             RuntimeError: The sandbox is not running.
         """
-        if self._runner is None:
-            raise RuntimeError("The sandbox is not running: use `async with Sandbox()` first.")
-        return f"http://{self.host}:{self.port}"
+        return self._core.lifecycle.url
+
+    @property
+    def host(self) -> str:
+        """The interface the sandbox listens on."""
+        return self._core.lifecycle.host
+
+    @property
+    def port(self) -> int:
+        """The port: the one given, or the free one picked once running."""
+        return self._core.lifecycle.port
+
+    @property
+    def seed(self) -> int:
+        """The seed of the generated data."""
+        return self._core.settings.seed
+
+    @property
+    def client_id(self) -> str:
+        """The application's OAuth client id."""
+        return self._core.settings.client_id
+
+    @property
+    def client_secret(self) -> str:
+        """The application's OAuth client secret."""
+        return self._core.settings.client_secret
+
+    @property
+    def admin_token(self) -> str:
+        """The current admin access token (for the Admin API, ``/api/system/``)."""
+        return self._core.tokens.admin_access
+
+    @property
+    def admin_refresh_token(self) -> str:
+        """The refresh token of the current admin pair."""
+        return self._core.tokens.admin_refresh
+
+    @property
+    def max_body(self) -> int:
+        """The largest accepted request body in bytes."""
+        return self._core.settings.max_body
+
+    @property
+    def log_body_limit(self) -> int:
+        """How many bytes of each request body the request log keeps."""
+        return self._core.settings.log_body_limit
+
+    @property
+    def sync_duration(self) -> float:
+        """Simulated seconds a requested sync stays ``inprogress``."""
+        return self._core.settings.sync_duration
 
     # -- time -----------------------------------------------------------------------------------
 
+    @property
+    def time_scale(self) -> float:
+        """The factor applied to every simulated wait; set it to speed up or slow down."""
+        return self._core.clock.scale
+
+    @time_scale.setter
+    def time_scale(self, value: float) -> None:
+        self._core.clock.scale = value
+
     def now(self) -> float:
         """The sandbox's Unix time (the wall clock plus any ``advance()``)."""
-        return time.time() + self._offset
+        return self._core.clock.now()
 
     def advance(self, seconds: float) -> None:
         """Move the sandbox clock forward, e.g. to expire tokens or rate-limit windows."""
-        self._offset += seconds
+        self._core.clock.advance(seconds)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of simulated time (scaled by ``time_scale``)."""
-        await asyncio.sleep(seconds * self.time_scale)
-
-    def spawn(self, coro: Coroutine[object, object, None]) -> None:
-        """Run a coroutine in the background until it ends or the sandbox closes."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self._core.clock.sleep(seconds)
 
     # -- connections ----------------------------------------------------------------------------
 
     @property
     def connections(self) -> dict[str, str]:
         """Connection id → its current access token (a copy)."""
-        return {cid: state.access_token for cid, state in self._states.items()}
+        return self._core.connections.access_tokens()
 
-    def connection(self, connection_id: str) -> ConnectionState:
-        """Return a connection's state for inspection and tuning.
+    def connection(self, connection_id: str) -> SandboxConnection:
+        """Return a connection's record for inspection and tuning.
 
         Raises:
             KeyError: No such connection.
         """
-        try:
-            return self._states[connection_id]
-        except KeyError:
-            raise KeyError(f"No sandbox connection {connection_id!r}.") from None
-
-    def find_connection(self, connection_id: str) -> ConnectionState | None:
-        """Return a connection's state, or ``None`` when there is no such connection."""
-        return self._states.get(connection_id)
-
-    def all_connections(self) -> list[ConnectionState]:
-        """Every connection, in creation order."""
-        return list(self._states.values())
+        return self._core.connections.get(connection_id)
 
     def add_connection_sync(
         self,
@@ -249,7 +246,7 @@ class Sandbox:
         status: str = "active",
         name: str | None = None,
         email: str | None = None,
-    ) -> ConnectionState:
+    ) -> SandboxConnection:
         """Create a connection with its own data, token pair and settings.
 
         Args:
@@ -269,38 +266,17 @@ class Sandbox:
         Raises:
             ValueError: The id is taken, or the provider or status is unknown.
         """
-        self._counter += 1
-        cid = connection_id or f"c{self._counter}"
-        while connection_id is None and cid in self._states:
-            self._counter += 1
-            cid = f"c{self._counter}"
-        if cid in self._states:
-            raise ValueError(f"A connection {cid!r} exists already; pick another id.")
-        slug = provider or self._default_provider
-        if slug not in PROVIDERS:
-            raise ValueError(f"Unknown provider {slug!r}; use one of {sorted(PROVIDERS)}.")
-        if status not in CONNECTION_STATUSES:
-            raise ValueError(
-                f"Unknown status {status!r}; use one of {sorted(CONNECTION_STATUSES)}."
-            )
-        data = DataSet(self.spec, cid, self._counter, self.seed, dict(sizes or self._default_sizes))
-        state = ConnectionState(
-            id=cid,
-            index=self._counter,
-            provider=slug,
-            data=data,
-            name=name or f"Customer {cid}",
-            email=email or f"maintenance@{cid}.example.com",
+        return self._core.connections.add(
+            connection_id,
+            provider=provider,
+            sizes=sizes,
+            v4=v4,
+            read_only=read_only,
+            rate_limit=rate_limit,
             status=status,
-            v4=self._default_v4 if v4 is None else v4,
-            read_only=self._default_read_only if read_only is None else read_only,
-            rate_limit=self.default_rate_limit if rate_limit is None else rate_limit,
-            created_at=self.now(),
-            sync_updated_at=self.now(),
+            name=name,
+            email=email,
         )
-        self._states[cid] = state
-        self._issue_pair(state)
-        return state
 
     async def add_connection(
         self,
@@ -314,7 +290,7 @@ class Sandbox:
         status: str = "active",
         name: str | None = None,
         email: str | None = None,
-    ) -> ConnectionState:
+    ) -> SandboxConnection:
         """Create a connection (see :meth:`add_connection_sync` for the arguments).
 
         Returns:
@@ -333,10 +309,12 @@ class Sandbox:
         )
 
     def remove_connection(self, connection_id: str) -> None:
-        """Delete a connection; its tokens stop working at once."""
-        state = self.connection(connection_id)
-        self._revoke(state.id)
-        del self._states[state.id]
+        """Delete a connection; its tokens stop working at once.
+
+        Raises:
+            KeyError: No such connection.
+        """
+        self._core.connections.remove(connection_id)
 
     def configure(
         self,
@@ -350,7 +328,7 @@ class Sandbox:
         provider: str | None = None,
         unsupported: Iterable[str] | None = None,
         custom_fields: Mapping[str, Mapping[str, object]] | None = None,
-    ) -> ConnectionState:
+    ) -> SandboxConnection:
         """Change a connection's settings; ``None`` leaves a setting as it is.
 
         Args:
@@ -369,74 +347,35 @@ class Sandbox:
             The connection.
 
         Raises:
+            KeyError: No such connection.
             ValueError: The provider is unknown.
         """
-        state = self.connection(connection_id)
-        if provider is not None:
-            if provider not in PROVIDERS:
-                raise ValueError(f"Unknown provider {provider!r}; use one of {sorted(PROVIDERS)}.")
-            state.provider = provider
-        if v4 is not None:
-            state.v4 = v4
-        if read_only is not None:
-            state.read_only = read_only
-        if rate_limit is not None:
-            state.rate_limit = rate_limit
-            state.window_count = 0
-        if rate_window is not None:
-            state.rate_window = rate_window
-        if latency is not None:
-            state.latency = latency
-        if unsupported is not None:
-            state.unsupported = set(unsupported)
-        if custom_fields is not None:
-            state.custom_fields = {name: dict(extra) for name, extra in custom_fields.items()}
-        state.data.touch_all()  # cached pages may show the old shape
-        return state
+        return self._core.connections.configure(
+            connection_id,
+            v4=v4,
+            read_only=read_only,
+            rate_limit=rate_limit,
+            rate_window=rate_window,
+            latency=latency,
+            provider=provider,
+            unsupported=unsupported,
+            custom_fields=custom_fields,
+        )
 
-    # -- tokens and the auth lifecycle ----------------------------------------------------------
+    def set_status(self, connection_id: str, status: str) -> None:
+        """Set the connection status and emit ``connection.status_changed``.
 
-    def _new_token(self, kind: str, subject: str | None, ttl: float) -> Token:
-        expires = self.now() + ttl
-        value = make_token(subject or "admin", kind, expires, self._signing_key)
-        token = Token(value, kind, subject, expires)  # type: ignore[arg-type]
-        self._tokens[value] = token
-        return token
-
-    def _issue_pair(self, state: ConnectionState) -> tuple[Token, Token]:
-        self._revoke(state.id)
-        access = self._new_token("access", state.id, ACCESS_TTL)
-        refresh = self._new_token("refresh", state.id, REFRESH_TTL)
-        state.access_token, state.refresh_token = access.value, refresh.value
-        return access, refresh
-
-    def issue_admin_token(self) -> tuple[Token, Token]:
-        """Issue a new admin token pair, as the ``client_credentials`` grant does.
-
-        Earlier admin pairs keep working until they expire or are refreshed.
-
-        Returns:
-            ``(access, refresh)``; ``admin_token`` and ``admin_refresh_token`` are updated.
+        Raises:
+            KeyError: No such connection.
+            ValueError: The status is not one of the contract's.
         """
-        access = self._new_token("admin", None, ACCESS_TTL)
-        refresh = self._new_token("admin_refresh", None, REFRESH_TTL)
-        refresh.partner = access.value
-        self.admin_token, self.admin_refresh_token = access.value, refresh.value
-        return access, refresh
+        self._core.connections.set_status(connection_id, status)
 
-    def _revoke(self, connection_id: str) -> None:
-        for token in self._tokens.values():
-            if token.connection_id == connection_id:
-                token.revoked = True
-
-    def token(self, value: str) -> Token | None:
-        """Look up an issued token (valid or not)."""
-        return self._tokens.get(value)
+    # -- the auth lifecycle ---------------------------------------------------------------------
 
     def expire_token(self, connection_id: str) -> None:
         """Make the connection's current access token expired (``TOKEN_EXPIRED``)."""
-        state = self.connection(connection_id)
-        self._tokens[state.access_token].expires_at = self.now() - 1
+        self._core.auth.expire_token(connection_id)
 
     def change_credentials(self, connection_id: str) -> None:
         """Simulate the customer changing their system password.
@@ -444,13 +383,7 @@ class Sandbox:
         Calls answer 401 ``REAUTHORIZATION_REQUIRED`` and the sync status becomes ``fail`` until
         :meth:`reconnect`; a ``connection.reauthorization_required`` event is emitted.
         """
-        state = self.connection(connection_id)
-        state.credentials_changed = True
-        state.sync_status = "fail"
-        state.sync_updated_at = self.now()
-        self.emit(
-            state.id, "connection.reauthorization_required", {"reason": "credentials_changed"}
-        )
+        self._core.auth.change_credentials(connection_id)
 
     def reconnect(self, connection_id: str) -> str:
         """Simulate the customer going through Makini Link again: a new token, old ones die.
@@ -458,18 +391,7 @@ class Sandbox:
         Returns:
             The connection's new access token.
         """
-        state = self.connection(connection_id)
-        was_offline = state.credentials_changed or state.disconnected
-        state.credentials_changed = False
-        state.disconnected = False
-        state.sync_status = "done"
-        state.sync_updated_at = self.now()
-        access, _ = self._issue_pair(state)
-        if was_offline:
-            self.emit(
-                state.id, "connection.status_changed", {"previous": "offline", "current": "online"}
-            )
-        return access.value
+        return self._core.auth.reconnect(connection_id)
 
     def issue_token(self, connection_id: str) -> str:
         """Issue a fresh token pair for a connection, as the Admin API's token endpoint does.
@@ -479,50 +401,11 @@ class Sandbox:
         Returns:
             The new access token.
         """
-        access, _ = self._issue_pair(self.connection(connection_id))
-        return access.value
+        return self._core.auth.issue_token(connection_id).value
 
     def disconnect(self, connection_id: str) -> None:
         """Disconnect as ``DELETE /api/integrations/current`` does: every token dies at once."""
-        state = self.connection(connection_id)
-        state.disconnected = True
-        self._revoke(state.id)
-        self.emit(
-            state.id, "connection.status_changed", {"previous": "online", "current": "offline"}
-        )
-
-    def set_status(self, connection_id: str, status: str) -> None:
-        """Set the connection status and emit ``connection.status_changed``.
-
-        Raises:
-            ValueError: The status is not one of the contract's.
-        """
-        if status not in CONNECTION_STATUSES:
-            raise ValueError(
-                f"Unknown status {status!r}; use one of {sorted(CONNECTION_STATUSES)}."
-            )
-        state = self.connection(connection_id)
-        previous, state.status = state.status, status
-        self.emit(state.id, "connection.status_changed", {"previous": previous, "current": status})
-
-    def refresh(self, refresh_token: str) -> tuple[Token, Token]:
-        """Rotate a token pair: a new pair is issued and the old pair dies.
-
-        Raises:
-            ApiError: The refresh token is unknown, revoked or expired.
-        """
-        token = self._tokens.get(refresh_token)
-        if token is None or token.revoked or token.kind not in {"refresh", "admin_refresh"}:
-            raise ApiError("AUTHENTICATION_FAILED", "The refresh token is unknown or revoked.")
-        if token.expires_at <= self.now():
-            raise ApiError("TOKEN_EXPIRED", "The refresh token has expired.")
-        if token.kind == "admin_refresh":
-            token.revoked = True
-            partner = self._tokens.get(token.partner)
-            if partner is not None:
-                partner.revoked = True
-            return self.issue_admin_token()
-        return self._issue_pair(self.connection(str(token.connection_id)))
+        self._core.auth.disconnect(connection_id)
 
     def authorization_code(
         self, connection_id: str | None = None, provider: str = "sandbox"
@@ -531,29 +414,13 @@ class Sandbox:
 
         Exchanging it at ``POST /link/token`` connects (or reconnects) ``connection_id``, or a
         new connection when it is ``None``.
+
+        Returns:
+            The code.
         """
-        code = f"code_{secrets.token_urlsafe(16)}"
-        self._codes[code] = {"connection": connection_id or "", "provider": provider}
-        return code
+        return self._core.auth.authorization_code(connection_id, provider)
 
-    def exchange_code(self, code: str) -> tuple[Token, Token]:
-        """Trade an authorization code for a connection token pair.
-
-        Raises:
-            ApiError: The code is unknown or used.
-        """
-        grant = self._codes.pop(code, None)
-        if grant is None:
-            raise ApiError("INVALID_REQUEST", "The authorization code is unknown or used.")
-        cid = grant["connection"]
-        if cid and cid in self._states:
-            self.reconnect(cid)
-            state = self._states[cid]
-        else:
-            state = self.add_connection_sync(cid or None, provider=grant["provider"])
-        return self._tokens[state.access_token], self._tokens[state.refresh_token]
-
-    # -- faults, limits and the request log -----------------------------------------------------
+    # -- faults and the request log -------------------------------------------------------------
 
     def inject(
         self,
@@ -601,72 +468,27 @@ class Sandbox:
         Raises:
             ValueError: Neither a status nor a known kind was given.
         """
-        chosen = kind or ("status" if status is not None else None)
-        if chosen is None and latency:
-            chosen = "latency"
-        if chosen not in FAULT_KINDS:
-            raise ValueError(f"Give a status or one of the kinds {sorted(FAULT_KINDS)}.")
-        fault = Fault(
-            id=f"flt_{secrets.token_hex(6)}",
-            kind=chosen,
-            remaining=times,
+        return self._core.faults.arm(
+            status,
+            kind=kind,
+            times=times,
             connection=connection,
             path=path,
             method=method,
-            status=status or (502 if chosen == "html" else 503),
+            retry_after=retry_after,
             code=code,
             message=message,
-            retry_after=retry_after,
-            details=dict(details) if details else None,
+            details=details,
             latency=latency,
         )
-        self._faults.append(fault)
-        return fault
 
     def faults(self) -> list[Fault]:
         """Every armed fault that still has uses left."""
-        return [f for f in self._faults if f.remaining is None or f.remaining > 0]
+        return self._core.faults.active()
 
     def clear_faults(self) -> None:
         """Disarm every fault."""
-        self._faults.clear()
-
-    def take_fault(self, connection: str | None, path: str, method: str) -> Fault | None:
-        """Find the first fault matching a request and use one of its shots."""
-        if not self._faults:
-            return None
-        for fault in self._faults:
-            if fault.matches(connection, path, method):
-                fault.hits += 1
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                return fault
-        return None
-
-    def count_request(self, state: ConnectionState) -> tuple[int, int, float]:
-        """Count a request against the connection's window.
-
-        Returns:
-            ``(limit, remaining, window end)``; ``remaining`` is negative once over the limit.
-        """
-        now = self.now()
-        if now >= state.window_start + state.rate_window:
-            state.window_start = now
-            state.window_count = 0
-        state.window_count += 1
-        return (
-            state.rate_limit,
-            state.rate_limit - state.window_count,
-            (state.window_start + state.rate_window),
-        )
-
-    def log(self, record: RequestRecord) -> None:
-        """Append to the request log (the oldest entries go past 10,000).
-
-        Each record keeps at most ``log_body_limit`` bytes of its body, so the log's memory is
-        bounded by both.
-        """
-        self._log.append(record)
+        self._core.faults.clear()
 
     def requests(
         self,
@@ -685,7 +507,8 @@ class Sandbox:
             assert create.json() == {"title": "Replace pump seal"}
 
         ``GET /_sandbox/requests`` serves the same records as JSON, the body as text (or base64,
-        see ``body_encoding``) next to ``body_size`` and ``body_truncated``.
+        see ``body_encoding``) next to ``body_size`` and ``body_truncated``. The log keeps the
+        last 10,000 requests.
 
         Args:
             connection: Only this connection's requests.
@@ -695,19 +518,13 @@ class Sandbox:
         Returns:
             The matching records.
         """
-        return [
-            r
-            for r in self._log
-            if (connection is None or r.connection == connection)
-            and (path is None or r.path == path)
-            and (method is None or r.method == method.upper())
-        ]
+        return self._core.request_log.select(connection, path=path, method=method)
 
     def clear_requests(self) -> None:
         """Empty the request log."""
-        self._log.clear()
+        self._core.request_log.clear()
 
-    # -- data -----------------------------------------------------------------------------------
+    # -- data and syncs -------------------------------------------------------------------------
 
     def records(self, connection_id: str, resource: str) -> list[Record]:
         """Return a collection's records (v3 shape, source order) for building expectations.
@@ -719,90 +536,28 @@ class Sandbox:
         Returns:
             The live records; do not mutate them.
         """
-        return self.connection(connection_id).data.collection(resource).records
+        return self._core.connections.records(connection_id, resource)
 
     def soft_delete(self, connection_id: str, resource: str, key: str) -> Record:
         """Mark a record deleted (it stays listed with ``deletedAt`` set) and emit ``.deleted``.
 
+        Returns:
+            The record.
+
         Raises:
             KeyError: No such record.
         """
-        state = self.connection(connection_id)
-        collection = state.data.collection(resource)
-        record = collection.by_key[key]
-        stamp = iso(self.now())
-        record["deletedAt"] = stamp
-        if "updatedAt" in record:
-            record["updatedAt"] = stamp
-        collection.touch()
-        self.emit(state.id, f"{resource.partition('/')[2]}.deleted", body=[key])
-        return record
-
-    def remember(
-        self, state: ConnectionState, key: str, fingerprint: str
-    ) -> tuple[int, bytes] | None:
-        """Look up a stored idempotent answer.
-
-        Returns:
-            ``(status, body)`` to replay, or ``None`` when the key is new or expired.
-
-        Raises:
-            ApiError: The key was used with another request (``IDEMPOTENCY_CONFLICT``).
-        """
-        stored = state.idempotency.get(key)
-        if stored is None:
-            return None
-        seen_fingerprint, stored_at, status, body = stored
-        if self.now() - stored_at > _IDEMPOTENCY_TTL:
-            del state.idempotency[key]
-            return None
-        if seen_fingerprint != fingerprint:
-            raise ApiError(
-                "IDEMPOTENCY_CONFLICT",
-                "This Idempotency-Key was used with another request body or path.",
-                details={"idempotency_key": key},
-            )
-        return status, body
-
-    # -- sync and webhooks ----------------------------------------------------------------------
+        return self._core.connections.soft_delete(connection_id, resource, key)
 
     def fail_next_sync(self, connection_id: str, *, status: str = "error", code: str = "") -> None:
         """Make the connection's next requested sync end in ``error`` (or ``fail``)."""
-        state = self.connection(connection_id)
-        state.next_sync_failure = {
-            "status": status,
-            "code": code or ("AUTHENTICATION_FAILED" if status == "fail" else "SYSTEM_UNAVAILABLE"),
-        }
+        self._core.syncs.fail_next(connection_id, status=status, code=code)
 
     def start_sync(self, connection_id: str, sync_type: str, scopes: list[str]) -> None:
         """Mark a sync ``inprogress`` and finish it after ``sync_duration`` simulated seconds."""
-        state = self.connection(connection_id)
-        state.sync_status = "inprogress"
-        state.sync_updated_at = self.now()
-        state.sync_error = None
-        self.spawn(self._finish_sync(state, sync_type, scopes))
+        self._core.syncs.start(connection_id, sync_type, scopes)
 
-    async def _finish_sync(self, state: ConnectionState, sync_type: str, scopes: list[str]) -> None:
-        await self.sleep(self.sync_duration)
-        state.sync_updated_at = self.now()
-        failure, state.next_sync_failure = state.next_sync_failure, None
-        if failure is not None:
-            state.sync_status = failure["status"]
-            state.sync_error = {"code": failure["code"], "message": "The sync failed."}
-            self.emit(state.id, "connection.sync_failed", dict(state.sync_error))
-            return
-        state.sync_status = "fulldone" if sync_type == "full" else "done"
-        entities = scopes or sorted(
-            name
-            for domain, _, name in (r.partition("/") for r in state.data.resources)
-            if domain == "eam" and "/" not in name and "." not in name
-        )
-        counts = {name: state.data.size(f"eam/{name}") for name in entities}
-        self.emit(
-            state.id,
-            "connection.sync_completed",
-            {"entities": entities, "counts": counts, "finished_at": iso(self.now())},
-        )
+    # -- webhooks -------------------------------------------------------------------------------
 
     def add_webhook(
         self,
@@ -822,9 +577,29 @@ class Sandbox:
 
         Returns:
             The endpoint.
+
+        Raises:
+            KeyError: No such connection.
         """
-        self.connection(connection_id)
-        return self.webhooks.add(connection_id, url, tuple(events), secret)
+        self._core.connections.get(connection_id)
+        return self._core.webhooks.add(connection_id, url, tuple(events), secret)
+
+    def remove_webhook(self, endpoint_id: str) -> None:
+        """Forget an endpoint; deliveries already scheduled still run.
+
+        Args:
+            endpoint_id: The ``id`` of an endpoint from :meth:`add_webhook` (an unknown one is
+                ignored, as ``DELETE /_sandbox/webhooks/{id}`` does).
+        """
+        self._core.webhooks.remove(endpoint_id)
+
+    def webhooks(self) -> list[WebhookEndpoint]:
+        """Return the registered webhook endpoints.
+
+        Returns:
+            The endpoints, in registration order (``GET /_sandbox/webhooks`` serves them too).
+        """
+        return list(self._core.webhooks.endpoints.values())
 
     def configure_webhooks(
         self,
@@ -845,17 +620,13 @@ class Sandbox:
             backoff_start: The first retry delay in simulated seconds (default 30).
             max_age: Simulated seconds after which retries stop (default 24 h).
         """
-        hub = self.webhooks
-        if duplicates is not None:
-            hub.duplicates = duplicates
-        if reorder is not None:
-            hub.reorder = reorder
-        if timeout is not None:
-            hub.timeout = timeout
-        if backoff_start is not None:
-            hub.backoff_start = backoff_start
-        if max_age is not None:
-            hub.max_age = max_age
+        self._core.webhooks.configure(
+            duplicates=duplicates,
+            reorder=reorder,
+            timeout=timeout,
+            backoff_start=backoff_start,
+            max_age=max_age,
+        )
 
     def emit(
         self,
@@ -869,11 +640,20 @@ class Sandbox:
         Returns:
             The event id.
         """
-        return self.webhooks.emit(connection_id, event, data, body)
+        return self._core.webhooks.emit(connection_id, event, data, body)
+
+    def events(self) -> list[dict[str, object]]:
+        """Return every event emitted so far, whether or not an endpoint wanted it.
+
+        Returns:
+            The events, oldest first, each the envelope its deliveries carry (``id``, ``event``,
+            ``created_at``, ``connection_id``, ``data``, ``body``).
+        """
+        return list(self._core.webhooks.events)
 
     def deliveries(self, event_id: str | None = None) -> list[Delivery]:
         """Return the delivery log (every attempt), optionally for one event."""
-        return [d for d in self.webhooks.deliveries if event_id is None or d.event_id == event_id]
+        return self._core.webhooks.deliveries_of(event_id)
 
     async def drain_webhooks(self, *, timeout: float = 5.0) -> None:
         """Wait until every scheduled delivery and retry has finished.
@@ -881,7 +661,7 @@ class Sandbox:
         Raises:
             TimeoutError: Deliveries are still running after ``timeout`` seconds.
         """
-        await self.webhooks.drain(timeout)
+        await self._core.webhooks.drain(timeout)
 
     async def wait_for_deliveries(
         self, count: int, *, ok: bool = True, timeout: float = 5.0
@@ -891,6 +671,4 @@ class Sandbox:
         Raises:
             TimeoutError: Fewer arrived within ``timeout`` seconds.
         """
-        await self.webhooks.wait(
-            lambda: sum(1 for d in self.webhooks.deliveries if d.ok or not ok) >= count, timeout
-        )
+        await self._core.webhooks.wait_for_deliveries(count, ok=ok, timeout=timeout)

@@ -1,62 +1,93 @@
-"""Webhook endpoints, signed deliveries, retries with backoff, and the delivery log."""
+"""Webhooks: endpoints, signed deliveries with retries and backoff, and the delivery log.
+
+Deliveries are signed with `makini_async.webhooks.sign`, the function receivers verify with, so
+the sandbox and the client cannot disagree on the scheme.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
+import fnmatch
 import random
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 import aiohttp
+import attrs
 
+from makini_async.sandbox._clock import SandboxClock
 from makini_async.sandbox._data import iso
 from makini_async.sandbox._errors import dumps
-from makini_async.sandbox._state import Delivery, WebhookEndpoint
+from makini_async.webhooks import sign
 
-__all__ = ["WebhookHub", "sign"]
+__all__ = ["Delivery", "WebhookEndpoint", "WebhookHub"]
 
 BACKOFF_START: Final = 30.0
 MAX_AGE: Final = 86400.0
 
 
-def sign(secret: str, body: bytes) -> str:
-    """Return the contract's signature: base64(HMAC-SHA256(secret, raw body)).
+@attrs.define
+class WebhookEndpoint:
+    """A receiver registered for one connection's events.
 
-    Args:
-        secret: The endpoint's secret.
-        body: The raw request body.
-
-    Returns:
-        The value of the ``X-Webhook-Signature`` header.
+    .. versionadded:: 0.1.0
     """
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+
+    id: str
+    connection: str
+    url: str
+    events: tuple[str, ...] = ("*",)
+    secret: str = attrs.field(default="", repr=False)
+
+    def wants(self, event: str) -> bool:
+        """Tell whether the event filter lets an event through.
+
+        Args:
+            event: The event name, e.g. ``assets.updated``.
+
+        Returns:
+            ``True`` when one of the ``events`` globs (e.g. ``assets.*``) matches.
+        """
+        return any(fnmatch.fnmatchcase(event, pattern) for pattern in self.events)
+
+
+@attrs.define
+class Delivery:
+    """One attempt to deliver one event to one endpoint.
+
+    .. versionadded:: 0.1.0
+    """
+
+    event_id: str
+    event: str
+    endpoint_id: str
+    url: str
+    attempt: int
+    time: float
+    status: int | None = None
+    error: str | None = None
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the receiver answered 2xx."""
+        return self.status is not None and 200 <= self.status < 300  # noqa: PLR2004 - 2xx
 
 
 class WebhookHub:
     """Registers endpoints and delivers events to them in background tasks.
 
     Args:
-        clock: Returns the sandbox's current Unix time.
-        time_scale: Returns the factor applied to every wait (e.g. ``0.001``: 30 s → 30 ms).
+        clock: The sandbox's clock: event times, and the scale of every wait (``0.001``: a
+            30 s backoff passes in 30 ms).
         timeout: Seconds a receiver has to answer (not scaled).
         seed: Seeds the duplicate and reordering choices.
     """
 
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        time_scale: Callable[[], float],
-        timeout: float = 10.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, clock: SandboxClock, timeout: float = 10.0, seed: int = 0) -> None:
         self._clock = clock
-        self._scale = time_scale
         self.timeout = timeout
         self.endpoints: dict[str, WebhookEndpoint] = {}
         self.deliveries: list[Delivery] = []
@@ -106,6 +137,38 @@ class WebhookHub:
         """Forget an endpoint (deliveries already scheduled still run)."""
         self.endpoints.pop(endpoint_id, None)
 
+    def configure(
+        self,
+        *,
+        duplicates: float | None = None,
+        reorder: float | None = None,
+        timeout: float | None = None,
+        backoff_start: float | None = None,
+        max_age: float | None = None,
+    ) -> dict[str, float]:
+        """Tune deliveries (``Sandbox.configure_webhooks`` documents the arguments).
+
+        Returns:
+            Every setting after the change.
+        """
+        if duplicates is not None:
+            self.duplicates = duplicates
+        if reorder is not None:
+            self.reorder = reorder
+        if timeout is not None:
+            self.timeout = timeout
+        if backoff_start is not None:
+            self.backoff_start = backoff_start
+        if max_age is not None:
+            self.max_age = max_age
+        return {
+            "duplicates": self.duplicates,
+            "reorder": self.reorder,
+            "timeout": self.timeout,
+            "backoff_start": self.backoff_start,
+            "max_age": self.max_age,
+        }
+
     def emit(
         self,
         connection: str,
@@ -122,7 +185,7 @@ class WebhookHub:
         payload: dict[str, object] = {
             "id": event_id,
             "event": event,
-            "created_at": iso(self._clock()),
+            "created_at": iso(self._clock.now()),
             "connection_id": connection,
             "data": dict(data or {}),
             "body": list(body or []),
@@ -135,6 +198,10 @@ class WebhookHub:
                 if self.duplicates and self._rng.random() < self.duplicates:
                     self._spawn(endpoint, raw, event_id, event, duplicate=True)
         return event_id
+
+    def deliveries_of(self, event_id: str | None) -> list[Delivery]:
+        """Return the delivery log (every attempt), or one event's part of it."""
+        return [d for d in self.deliveries if event_id is None or d.event_id == event_id]
 
     def _spawn(
         self, endpoint: WebhookEndpoint, raw: bytes, event_id: str, event: str, *, duplicate: bool
@@ -149,11 +216,11 @@ class WebhookHub:
         self, endpoint: WebhookEndpoint, raw: bytes, event_id: str, event: str, *, duplicate: bool
     ) -> None:
         if self.reorder:
-            await asyncio.sleep(self._rng.random() * self.reorder * self._scale())
+            await self._clock.sleep(self._rng.random() * self.reorder)
         headers = {
             "Content-Type": "application/json",
             "X-Webhook-Id": event_id,
-            "X-Webhook-Signature": sign(endpoint.secret, raw),
+            "X-Webhook-Signature": sign(raw, secret=endpoint.secret),
         }
         waited = 0.0
         attempt = 0
@@ -165,7 +232,7 @@ class WebhookHub:
                 endpoint.id,
                 endpoint.url,
                 attempt,
-                self._clock(),
+                self._clock.now(),
                 duplicate=duplicate,
             )
             self.deliveries.append(delivery)
@@ -175,7 +242,7 @@ class WebhookHub:
             if delivery.ok or waited + delay > self.max_age:
                 return
             waited += delay
-            await asyncio.sleep(delay * self._scale())
+            await self._clock.sleep(delay)
 
     async def _post(
         self, url: str, raw: bytes, headers: Mapping[str, str], delivery: Delivery
@@ -193,10 +260,14 @@ class WebhookHub:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             delivery.error = f"{type(exc).__name__}: {exc}"
 
-    async def wait(self, predicate: Callable[[], bool], timeout: float) -> None:
-        """Wait until ``predicate()`` holds after some delivery, or raise ``TimeoutError``."""
+    async def wait_for_deliveries(self, count: int, *, ok: bool, timeout: float) -> None:
+        """Wait until ``count`` deliveries (successful ones when ``ok``) are logged.
+
+        Raises:
+            TimeoutError: Fewer arrived within ``timeout`` seconds.
+        """
         async with asyncio.timeout(timeout):
-            while not predicate():
+            while sum(1 for d in self.deliveries if d.ok or not ok) < count:
                 self._changed.clear()
                 await self._changed.wait()
 
@@ -209,8 +280,3 @@ class WebhookHub:
         async with asyncio.timeout(timeout):
             while self._tasks:
                 await asyncio.wait(list(self._tasks))
-
-    @property
-    def pending(self) -> int:
-        """How many deliveries (with their retries) are still running."""
-        return len(self._tasks)

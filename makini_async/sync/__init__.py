@@ -16,18 +16,11 @@ from __future__ import annotations
 
 from makini_async._errors import StoreError
 
+from ._entities import ENTITIES, entities_from, resolve_entity
 from ._jsonl import JsonLinesStore
 from ._sqlite import SQLiteStore, table_name
 from ._store import Row, Store
-from ._sync import (
-    ENTITIES,
-    EntityResult,
-    Progress,
-    SyncSummary,
-    entities_from,
-    resolve_entity,
-    sync,
-)
+from ._sync import EntityResult, Progress, SyncSummary, sync
 
 __all__ = [
     "ENTITIES",

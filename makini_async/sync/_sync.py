@@ -18,92 +18,35 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
 from makini_async._errors import MakiniError, ResponseDecodeError
-from makini_async._fanout import Outcome, OutcomeStatus, fan_out
+from makini_async._fanout import Outcome, OutcomeStatus
+from makini_async._pagination import check_page, parse_page
+from makini_async._transport import Timeouts
+from makini_async.models import Entity
+from makini_async.models._wire import wire_name, wire_names
 
+from ._entities import COLLECTIONS, resolve_entity
 from ._store import Row, Store, record_json
 
 if TYPE_CHECKING:
-    from makini_async._registry import Connection, ConnectionRegistry
+    from makini_async._connection import Connection
+    from makini_async._registry import ConnectionRegistry
+    from makini_async._response import APIResponse
 
-__all__ = [
-    "ENTITIES",
-    "EntityResult",
-    "Progress",
-    "SyncSummary",
-    "entities_from",
-    "resolve_entity",
-    "sync",
-]
+__all__ = ["EntityResult", "Progress", "SyncSummary", "sync"]
 
-_COLLECTIONS: Final = {
-    "eam": (
-        "accounts asset-templates assets assets-downtime companies customers documents "
-        "inventories labors locations materials meter-readings meters organizations pm "
-        "purchase-orders purchase-orders.line-items return-orders service-requests sites stocks "
-        "storerooms teams users vendors work-orders"
-    ),
-    "erp": (
-        "accounts bom companies currencies customers exchange-rates fulfillments inventories "
-        "invoices labors locations materials organizations production-orders products projects "
-        "purchase-orders purchase-orders.line-items purchase-requisitions receipts receiving "
-        "return-orders rfq sales-orders sites stock-transfers stocks storerooms taxes teams users "
-        "vendors"
-    ),
-    "wms": (
-        "accounts companies currencies customers fulfillments groups inventories labors "
-        "locations materials organizations products purchase-orders purchase-orders.line-items "
-        "return-orders sales-orders shipment-orders sites stock-adjustments stock-transfers "
-        "stocks storerooms teams users vendors"
-    ),
-}
-
-#: Every entity `sync` knows, as ``domain/name`` (e.g. ``eam/work-orders``).
-ENTITIES: Final[frozenset[str]] = frozenset(
-    f"{domain}/{name}" for domain, names in _COLLECTIONS.items() for name in names.split()
-)
 _MAX_PER_PAGE: Final = 500
 _ONE_SECOND: Final = timedelta(seconds=1)
 _STAMP: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _WIRE: Final = "%Y-%m-%dT%H:%M:%SZ"
 _SAFE_KEY: Final = re.compile(r"\S")
 _CANONICAL: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-
-
-def resolve_entity(name: str) -> str:
-    """Turn ``work-orders`` or ``erp/sales-orders`` into the ``domain/name`` form `sync` uses.
-
-    A bare name is looked up in EAM first, then ERP, then WMS.
-
-    Args:
-        name: The entity name.
-
-    Returns:
-        The entity as ``domain/name``.
-
-    Raises:
-        ValueError: No such entity.
-
-    .. versionadded:: 0.1.0
-    """
-    cleaned = name.strip().strip("/").lower().removeprefix("api/")
-    if "/" in cleaned:
-        if cleaned in ENTITIES:
-            return cleaned
-    else:
-        for domain in _COLLECTIONS:
-            if f"{domain}/{cleaned}" in ENTITIES:
-                return f"{domain}/{cleaned}"
-    raise ValueError(
-        f"Unknown entity {name!r}; use a name such as work-orders, assets, purchase-orders "
-        "or erp/sales-orders."
-    )
 
 
 @attrs.frozen
@@ -237,6 +180,28 @@ def _parse_time(value: object) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+@attrs.frozen
+class _Wire:
+    """How one model's records and query parameters name what sync reads (from the models)."""
+
+    key: str
+    updated: tuple[str, ...]
+    deleted: tuple[str, ...]
+    sort: str
+    since: str
+
+
+def _wire(model: type[Entity]) -> _Wire:
+    updated = wire_name(model, "updated_at")
+    return _Wire(
+        key=wire_name(model, "key"),
+        updated=wire_names(model, "updated_at"),
+        deleted=wire_names(model, "deleted_at"),
+        sort=f"sort[{updated}]",
+        since=f"filter[{updated}:gt]",
+    )
+
+
 @attrs.define
 class _Job:
     """One connection and entity being synced."""
@@ -244,6 +209,7 @@ class _Job:
     connection: Connection
     entity: str
     path: str
+    wire: _Wire
     records: int = 0
     changed: int = 0
     deleted: int = 0
@@ -260,45 +226,61 @@ class _Syncer:
         overlap: timedelta,
         since_param: Literal["filter", "modified_after"],
         on_progress: Callable[[Progress], object] | None,
+        timeout: Timeouts | float | None = None,
     ) -> None:
         self.store = store
+        self.timeout = timeout
         self.per_page = per_page
         self.overlap = overlap
         self.since_param = since_param
         self.on_progress = on_progress
         self.jobs: dict[tuple[str, str], _Job] = {}
 
-    def _params(self, cursor: datetime | None, page: int) -> list[tuple[str, object]]:
+    def _params(self, job: _Job, cursor: datetime | None, page: int) -> list[tuple[str, object]]:
         params: list[tuple[str, object]] = [
-            ("sort[updatedAt]", "0"),
+            (job.wire.sort, "0"),
             ("per_page", self.per_page),
             ("page", page),
         ]
         if cursor is not None:
-            wire = cursor.strftime(_WIRE)
-            name = "modified_after" if self.since_param == "modified_after" else None
-            params.append((name or "filter[updatedAt:gt]", wire))
+            name = "modified_after" if self.since_param == "modified_after" else job.wire.since
+            params.append((name, cursor.strftime(_WIRE)))
         return params
 
-    def _rows(self, job: _Job, body: object) -> tuple[list[Row], bool]:
+    def _rows(self, job: _Job, answer: APIResponse, number: int) -> tuple[list[Row], bool]:
         """Turn a page into rows of JSON text (the decoded page can go as soon as this returns)."""
-        if not isinstance(body, dict):
-            raise ResponseDecodeError(f"The list of {job.entity} is not a JSON object.")
-        data, meta = body.get("data"), body.get("meta")
-        if not isinstance(data, list):
-            raise ResponseDecodeError(f"The list of {job.entity} has no `data` array.")
+        page = parse_page(answer, number, f"GET {job.path}")
+        check_page(page.meta, number)
         rows: list[Row] = []
         append, dump, safe_key = rows.append, record_json, _SAFE_KEY.search
-        for record in data:
-            key = record.get("key") if isinstance(record, dict) else None
-            if not isinstance(key, str) or not safe_key(key):
-                raise ResponseDecodeError(f"A record of {job.entity} has no string `key`.")
-            updated = record.get("updatedAt")
-            deleted = record.get("deletedAt")
+        # Read as decoding reads: the first wire name holding a value (v3 before v4), inline
+        # because this runs for every record synced.
+        key_name = job.wire.key
+        updated_first, *updated_rest = job.wire.updated
+        deleted_first, *deleted_rest = job.wire.deleted
+        for record in page.records:
+            if (
+                not isinstance(record, dict)
+                or not isinstance(key := record.get(key_name), str)
+                or not safe_key(key)
+            ):
+                raise ResponseDecodeError(
+                    f"A record of {job.entity} has no string `{key_name}`.",
+                    status=answer.status,
+                    request_id=answer.request_id,
+                )
+            updated = record.get(updated_first)
             if updated is None:
-                updated = record.get("_updatedAt")
+                for name in updated_rest:
+                    updated = record.get(name)
+                    if updated is not None:
+                        break
+            deleted = record.get(deleted_first)
             if deleted is None:
-                deleted = record.get("_deletedAt")
+                for name in deleted_rest:
+                    deleted = record.get(name)
+                    if deleted is not None:
+                        break
             append(
                 Row(
                     key,
@@ -307,16 +289,16 @@ class _Syncer:
                     dump(record),
                 )
             )
-        last = True
-        if isinstance(meta, dict):
-            current, last_page = meta.get("current_page"), meta.get("last_page")
-            if isinstance(current, int) and isinstance(last_page, int):
-                last = current >= last_page
-        return rows, last or not data
+        return rows, page.is_last or not rows
+
+    def _start(self, connection: Connection, entity: str) -> _Job:
+        found = COLLECTIONS[entity]
+        job = _Job(connection, entity, found.path, _wire(found.model))
+        self.jobs[connection.id, entity] = job
+        return job
 
     async def run(self, connection: Connection, entity: str) -> EntityResult:
-        job = _Job(connection, entity, f"/api/{entity}")
-        self.jobs[connection.id, entity] = job
+        job = self._start(connection, entity)
         stored = await self.store.watermark(connection.id, entity)
         job.watermark = stored
         start = _parse_time(stored)
@@ -334,9 +316,9 @@ class _Syncer:
             while True:
                 # The decoded page is not kept: only its rows wait for the store.
                 answer = await connection.request(
-                    "GET", job.path, params=self._params(cursor, page)
+                    "GET", job.path, params=self._params(job, cursor, page), timeout=self.timeout
                 )
-                rows, last = self._rows(job, answer.data)
+                rows, last = self._rows(job, answer, page)
                 del answer
                 job.pages += 1
                 fresh = [row for row in rows if above.get(row.key, "") != row.updated_at]
@@ -440,6 +422,17 @@ def _describe(error: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
+def _check_limits(timeout: object, deadline: object) -> None:
+    """Refuse a bad ``timeout`` or ``deadline`` before the store is opened."""
+    for name, value in (("timeout", timeout), ("deadline", deadline)):
+        if value is None or isinstance(value, Timeouts):
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a number of seconds, or None")
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+
+
 async def sync(
     registry: ConnectionRegistry,
     entities: Iterable[str],
@@ -452,14 +445,16 @@ async def sync(
     overlap: timedelta = timedelta(minutes=5),
     since_param: Literal["filter", "modified_after"] = "filter",
     on_progress: Callable[[Progress], object] | None = None,
+    timeout: Timeouts | float | None = None,
+    deadline: float | None = None,
 ) -> SyncSummary:
     """Pull every record changed since the last run, for each connection and entity, into a store.
 
-    Connections are worked on fairly and concurrently (see `fan_out`); a connection that fails
-    or must be reauthorized is reported in the summary and never stops the others. The store's
-    watermark for a connection and entity moves only after the records below it are written,
-    so a crash or a cancellation at any point loses nothing: the next run resumes from there,
-    and rows are keyed by ``(connection, key)`` so nothing is stored twice. Soft-deleted records
+    Connections are worked on fairly and concurrently (`ConnectionRegistry.map`); a connection that
+    fails or must be reauthorized is reported in the summary and never stops the others. The store's
+    watermark for a connection and entity moves only after the records below it are written, so a
+    crash or a cancellation at any point loses nothing: the next run resumes from there, and rows
+    are keyed by ``(connection, key)`` so nothing is stored twice. Soft-deleted records
     (``deletedAt`` set) are stored with ``deleted_at``.
 
     The store is opened if needed and left open; close it yourself (``async with store``).
@@ -476,6 +471,11 @@ async def sync(
         since_param: ``"filter"`` sends ``filter[updatedAt:gt]=``; ``"modified_after"`` sends
             Makini's FAQ alias ``modified_after=``.
         on_progress: Called with a `Progress` after every page and when each entity ends.
+        timeout: Per-request timeout (a `Timeouts`, or seconds for each attempt).
+        deadline: Seconds for the whole run, on the registry's clock. An entity still syncing
+            then is cancelled and reported failed (``RequestTimeoutError``), keeping what it
+            wrote; one not started is reported skipped. The next run resumes from the stored
+            watermarks.
 
     Returns:
         The `SyncSummary`.
@@ -493,6 +493,7 @@ async def sync(
         raise ValueError(f"per_page must be an int from 1 to {_MAX_PER_PAGE}, got {per_page!r}")
     if overlap < timedelta(0):
         raise ValueError("overlap must not be negative")
+    _check_limits(timeout, deadline)
     await store.open()
     syncer = _Syncer(
         store,
@@ -500,39 +501,19 @@ async def sync(
         overlap=overlap,
         since_param=since_param,
         on_progress=on_progress,
+        timeout=timeout,
     )
     summary = SyncSummary()
     started = time.monotonic()
-    async with fan_out(
-        registry,
+    async with registry.map(
         syncer.run,
         connections,
         items=names,
         concurrency=concurrency,
         per_connection=per_connection,
+        deadline=deadline,
     ) as outcomes:
         async for outcome in outcomes:
             summary.results.append(syncer.result(outcome))
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def entities_from(text: str | Sequence[str]) -> list[str]:
-    """Split ``"work-orders,assets"`` (or a list of such strings) into resolved entity names.
-
-    Args:
-        text: Comma-separated names, or a list of them.
-
-    Returns:
-        The resolved entities, without duplicates, in the order given.
-
-    Raises:
-        ValueError: An unknown or empty entity name.
-
-    .. versionadded:: 0.1.0
-    """
-    parts = [text] if isinstance(text, str) else list(text)
-    names = [piece.strip() for part in parts for piece in part.split(",") if piece.strip()]
-    if not names:
-        raise ValueError("Give at least one entity, e.g. --entities work-orders,assets.")
-    return list(dict.fromkeys(resolve_entity(name) for name in names))

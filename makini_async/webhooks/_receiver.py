@@ -41,7 +41,8 @@ from ._verify import (
 )
 
 if TYPE_CHECKING:
-    from makini_async._registry import Connection, ConnectionRegistry
+    from makini_async._connection import Connection
+    from makini_async._registry import ConnectionRegistry
 
 __all__ = ["ReceiverStats", "WebhookHandler", "WebhookReceiver"]
 

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, Self
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -53,10 +53,15 @@ class Secrets:
 
     __slots__ = ("_keys",)
 
+    def __new__(cls, secrets: str | bytes | Iterable[str | bytes] | Secrets) -> Self:
+        # Secrets are immutable: wrapping a `Secrets` hands back the very same object.
+        if isinstance(secrets, cls):
+            return secrets
+        return super().__new__(cls)
+
     def __init__(self, secrets: str | bytes | Iterable[str | bytes] | Secrets) -> None:
         if isinstance(secrets, Secrets):
-            self._keys: tuple[bytes, ...] = secrets._keys  # noqa: SLF001 - same class
-            return
+            return  # __new__ handed back this very object, already built
         items: Iterable[object] = (
             (secrets,) if isinstance(secrets, str | bytes | bytearray) else secrets
         )

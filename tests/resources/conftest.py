@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -11,11 +12,10 @@ from makini_async.sandbox import Sandbox
 from tests.support import ZERO_WAIT
 
 
-@pytest.fixture(name="sandbox")
-async def _sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox(connections=2, seed=1, time_scale=0.001, rate_limit=100_000) as sandbox:
-        sandbox.configure("c2", v4=True)
-        yield sandbox
+@pytest.fixture(name="sandbox_options")
+def _sandbox_options(sandbox_options: dict[str, Any]) -> dict[str, Any]:
+    """The `sandbox` here does not rate-limit."""
+    return {**sandbox_options, "rate_limit": 100_000}
 
 
 @pytest.fixture(name="registry")
@@ -33,6 +33,7 @@ def _conn(registry: ConnectionRegistry) -> Connection:
 
 
 @pytest.fixture(name="conn_v4")
-def _conn_v4(registry: ConnectionRegistry) -> Connection:
-    """The v4 connection ``c2``."""
+def _conn_v4(registry: ConnectionRegistry, sandbox: Sandbox) -> Connection:
+    """The connection ``c2``, switched to v4."""
+    sandbox.configure("c2", v4=True)
     return registry.get("c2")

@@ -34,7 +34,7 @@ async def _sized_registry(sized: Sandbox) -> AsyncIterator[ConnectionRegistry]:
 
 def _fetches() -> int:
     """How many page fetches of ours are running (the sandbox's own tasks do not count)."""
-    name = "Service._listing.<locals>.fetch"
+    name = "listing.<locals>.fetch"
     return sum(getattr(t.get_coro(), "__qualname__", "") == name for t in asyncio.all_tasks())
 
 

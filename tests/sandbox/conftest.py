@@ -1,4 +1,4 @@
-"""Fixtures: a running sandbox and a small HTTP helper that speaks to it as a client would."""
+"""Fixtures: an HTTP helper that speaks to `sandbox` (see tests/conftest.py) as a client would."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ import pytest
 
 from makini_async.sandbox import Sandbox
 from tests.sandbox.support import Api
-
-
-@pytest.fixture(name="sandbox")
-async def _sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox(connections=2, seed=1, time_scale=0.001, sync_duration=5.0) as sandbox:
-        yield sandbox
 
 
 @pytest.fixture(name="session")

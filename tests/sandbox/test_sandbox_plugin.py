@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from makini_async.sandbox import Sandbox, pytest_plugin
-
-makini_sandbox = pytest_plugin.makini_sandbox
-makini_sandbox_factory = pytest_plugin.makini_sandbox_factory
+from makini_async.sandbox import Sandbox
+from makini_async.testing.pytest_plugin import SandboxFactory
 
 
 class TestPlugin:
@@ -25,7 +23,7 @@ class TestPlugin:
             assert (await response.json())["data"]["id"] == "c3"
 
     async def test_factory_takes_sandbox_arguments(
-        self, makini_sandbox_factory: pytest_plugin.SandboxFactory
+        self, makini_sandbox_factory: SandboxFactory
     ) -> None:
         """The factory starts sandboxes with the given arguments."""
         sandbox = await makini_sandbox_factory(connections=1, v4=True, provider="upkeep")

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,12 +17,11 @@ from tests.support import ZERO_WAIT
 from tests.sync.helpers import ThreadedSandbox
 
 
-@pytest.fixture(name="sandbox")
-async def _sandbox() -> AsyncIterator[Sandbox]:
-    """A sandbox with ten small connections (seed 3)."""
+@pytest.fixture(name="sandbox_options")
+def _sandbox_options() -> dict[str, Any]:
+    """The `sandbox` here has ten small connections (seed 3)."""
     sizes = {"work-orders": 120, "assets": 40, "purchase-orders": 20}
-    async with Sandbox(connections=10, seed=3, sizes=sizes, time_scale=0.01) as sandbox:
-        yield sandbox
+    return {"connections": 10, "seed": 3, "sizes": sizes, "time_scale": 0.01}
 
 
 @pytest.fixture(name="registry")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+from aiohttp import web
 
 from makini_async.sandbox import Sandbox
 from makini_async.sync import SQLiteStore
@@ -49,3 +53,34 @@ async def dump(store: SQLiteStore, entities: list[str]) -> dict[str, list[tuple[
             )
         result[entity] = rows
     return result
+
+
+@contextlib.contextmanager
+def threaded_app(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` from its own thread, for the synchronous `main()`; yield its base URL."""
+    ready = threading.Event()
+    state: dict[str, object] = {}
+
+    async def run() -> None:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        stop = asyncio.Event()
+        state.update(url=f"http://127.0.0.1:{runner.addresses[0][1]}", stop=stop)
+        state["loop"] = asyncio.get_running_loop()
+        ready.set()
+        await stop.wait()
+        await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    assert ready.wait(20)
+    try:
+        yield str(state["url"])
+    finally:
+        loop, stop = state["loop"], state["stop"]
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        assert isinstance(stop, asyncio.Event)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)

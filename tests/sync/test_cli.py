@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from makini_async.cli import main
-from tests.sync.helpers import ThreadedSandbox
+from tests.sync.helpers import ThreadedSandbox, threaded_app
 
 
 class _Terminal(io.StringIO):
@@ -399,6 +400,31 @@ class TestReads:
         assert "NOT_FOUND" in _single_line_error(code, err, expected=1)
         code, _, err = _run("list", "assets", "--filter", "nonsense", "--base-url", url)
         assert "FIELD=VALUE" in _single_line_error(code, err)
+
+    def test_list_reads_pages_with_the_shared_parser(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """--all follows an empty middle page; odd envelopes and stuck pages are one-line errors."""
+        pages: dict[str, object] = {
+            "1": {"data": [{"key": "a"}], "meta": {"current_page": "1", "last_page": "3"}},
+            "2": {"data": [], "meta": {"current_page": 2, "last_page": 3}},
+            "3": {"data": [{"key": "b"}], "meta": {"current_page": 3, "last_page": 3}},
+            "4": {"data": {"key": "c"}},
+            "5": {"data": [{"key": "d"}], "meta": {"current_page": 1, "last_page": 9}},
+        }
+
+        async def handle(request: web.Request) -> web.Response:
+            return web.json_response(pages[request.query["page"]])
+
+        app = web.Application()
+        app.router.add_get("/api/eam/work-orders", handle)
+        monkeypatch.setenv("MAKINI_TOKEN", "token-1")
+        with threaded_app(app) as url:
+            code, out, err = _run("list", "work-orders", "--all", "--base-url", url)
+            assert code == 0, err
+            assert [r["key"] for r in json.loads(out)] == ["a", "b"]
+            code, _, err = _run("list", "work-orders", "--page", "4", "--base-url", url)
+            assert "'data' array (GET /api/eam/work-orders)" in _single_line_error(code, err, 1)
+            code, _, err = _run("list", "work-orders", "--page", "5", "--base-url", url)
+            assert "does not advance" in _single_line_error(code, err, 1)
 
     def test_verbose_logs_and_leaves_logging_as_it_was(
         self, threaded_sandbox: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch

@@ -1,20 +1,26 @@
-"""`sync` against scripted servers: ties within one second, a server that ignores the sort."""
+"""`sync` against scripted servers: ties within one second, ignored sorts, odd envelopes."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from makini_async import ConnectionRegistry
-from makini_async.sync import Row, SQLiteStore, sync
+from makini_async.sync import Row, SQLiteStore, SyncSummary, sync
 from tests.support import ZERO_WAIT, StartApp
 
 
-def _listing(records: list[dict[str, object]], *, honour_query: bool) -> web.Application:
-    """A list endpoint over ``records``: Makini's filter, sort and pages, or pages alone."""
+def _listing(
+    records: list[dict[str, object]], *, honour_query: bool, strings: bool = False
+) -> web.Application:
+    """A list endpoint over ``records``: Makini's filter, sort and pages, or pages alone.
+
+    With ``strings``, the paginator numbers go as strings.
+    """
 
     async def handle(request: web.Request) -> web.Response:
         query = request.query
@@ -27,7 +33,9 @@ def _listing(records: list[dict[str, object]], *, honour_query: bool) -> web.App
         per_page, page = int(query.get("per_page", "50")), int(query.get("page", "1"))
         last = max(1, math.ceil(len(chosen) / per_page))
         data = chosen[(page - 1) * per_page : page * per_page]
-        meta = {"current_page": page, "last_page": last, "per_page": per_page}
+        meta: dict[str, object] = {"current_page": page, "last_page": last, "per_page": per_page}
+        if strings:
+            meta = {name: str(value) for name, value in meta.items()}
         return web.json_response({"data": data, "meta": meta, "links": {}})
 
     app = web.Application()
@@ -88,3 +96,94 @@ class TestEdges:
         assert keys == sorted(str(r["key"]) for r in records)
         assert pages == 3
         assert marks == [None, None, "2026-01-01T00:00:24.000000Z"]
+
+
+def _app(handle: Callable[[web.Request], Awaitable[web.Response]]) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/api/eam/work-orders", handle)
+    return app
+
+
+class TestEnvelopes:
+    async def test_paginator_numbers_sent_as_strings_are_followed(
+        self, app_server: StartApp, tmp_path: Path
+    ) -> None:
+        """String page numbers in meta are read as numbers, so every page is synced."""
+        records: list[dict[str, object]] = [
+            {"key": f"k{i:02d}", "updatedAt": f"2026-01-01T00:00:{i:02d}Z"} for i in range(25)
+        ]
+        url = await app_server(_listing(records, honour_query=True, strings=True))
+        keys, _, pages = await _run(url, tmp_path / "s.db")
+        assert keys == sorted(str(r["key"]) for r in records)
+        assert pages == 3
+
+    async def test_v4_stamps_stand_in_for_missing_v3_ones(
+        self, app_server: StartApp, tmp_path: Path
+    ) -> None:
+        """Rows take the v4 ``_updatedAt``/``_deletedAt`` where the v3 stamps are absent or null."""
+        records: list[dict[str, object]] = [
+            {"key": "a", "updatedAt": "2026-01-01T00:00:01Z", "_updatedAt": "2026-01-01T00:00:09Z"},
+            {"key": "b", "updatedAt": None, "_updatedAt": "2026-01-01T00:00:02Z"},
+            {
+                "key": "c",
+                "_updatedAt": "2026-01-01T00:00:03Z",
+                "_deletedAt": "2026-01-02T00:00:00Z",
+            },
+        ]
+
+        async def v4(request: web.Request) -> web.Response:
+            return web.json_response({"data": records, "meta": {"current_page": 1, "last_page": 1}})
+
+        url = await app_server(_app(v4))
+        async with (
+            ConnectionRegistry(url, retry=ZERO_WAIT) as registry,
+            SQLiteStore(tmp_path / "v4.db") as store,
+        ):
+            registry.add("c1", "token-1")
+            assert (await sync(registry, ["work-orders"], store)).ok
+            rows = await store.rows("eam/work-orders", "c1")
+        assert [(r.key, r.updated_at, r.deleted_at) for r in rows] == [
+            ("a", "2026-01-01T00:00:01.000000Z", None),
+            ("b", "2026-01-01T00:00:02.000000Z", None),
+            ("c", "2026-01-01T00:00:03.000000Z", "2026-01-02T00:00:00.000000Z"),
+        ]
+
+    async def test_a_server_that_does_not_advance_fails_instead_of_looping(
+        self, app_server: StartApp, tmp_path: Path
+    ) -> None:
+        """A server answering page 1 whatever is asked fails the entity with PaginationError."""
+        tied = [{"key": f"k{i:02d}", "updatedAt": "2026-01-01T00:00:00Z"} for i in range(10)]
+
+        async def stuck(request: web.Request) -> web.Response:
+            meta = {"current_page": 1, "last_page": 3, "per_page": 10, "total": 30}
+            return web.json_response({"data": tied, "meta": meta})
+
+        url = await app_server(_app(stuck))
+        summary = await _summary(url, tmp_path / "p.db")
+        assert [(r.status, r.error_code, r.pages) for r in summary.results] == [
+            ("failed", "PaginationError", 1)
+        ]
+
+    async def test_a_malformed_page_fails_with_its_request_id(
+        self, app_server: StartApp, tmp_path: Path
+    ) -> None:
+        """A list answer without a data array fails the entity, naming the call and request id."""
+
+        async def malformed(request: web.Request) -> web.Response:
+            return web.json_response({"data": {"key": "a"}}, headers={"X-Request-Id": "req_bad"})
+
+        url = await app_server(_app(malformed))
+        summary = await _summary(url, tmp_path / "m.db")
+        (result,) = summary.results
+        assert (result.status, result.error_code, result.request_id) == (
+            "failed",
+            "ResponseDecodeError",
+            "req_bad",
+        )
+        assert "'data' array (GET /api/eam/work-orders)" in (result.reason or "")
+
+
+async def _summary(url: str, path: Path) -> SyncSummary:
+    async with ConnectionRegistry(url, retry=ZERO_WAIT) as registry, SQLiteStore(path) as store:
+        registry.add("c1", "token-1")
+        return await asyncio.wait_for(sync(registry, ["work-orders"], store, per_page=10), 20)

@@ -159,6 +159,39 @@ class TestInterruption:
         assert len(interrupted["eam/work-orders"]) == 1200
         _no_duplicates(tmp_path / "cut.db", "eam_work_orders")
 
+    async def test_a_deadline_cuts_the_run_and_the_next_run_resumes(
+        self, registry: ConnectionRegistry, sandbox: Sandbox, store: SQLiteStore
+    ) -> None:
+        """Past the deadline the running entity fails, the next is skipped; a rerun ends the job."""
+        sandbox.configure("c1", latency=0.05)
+        entities = ["work-orders", "assets"]
+        cut = await sync(
+            registry, entities, store, connections=["c1"], per_page=10, concurrency=1, deadline=0.2
+        )
+        by_entity = {result.entity: result for result in cut.results}
+        assert by_entity["eam/work-orders"].status == "failed"
+        assert by_entity["eam/work-orders"].error_code == "RequestTimeoutError"
+        assert by_entity["eam/assets"].status == "skipped"
+        assert by_entity["eam/assets"].reason == "the deadline passed"
+        partial = await store.count("eam/work-orders")
+        assert partial < 120
+        sandbox.configure("c1", latency=0.0)
+        rerun = await sync(registry, entities, store, connections=["c1"], per_page=10)
+        assert rerun.ok
+        assert await store.count("eam/work-orders") == 120
+        assert await store.count("eam/assets") == 40
+
+    async def test_bad_limits_fail_before_any_io(
+        self, registry: ConnectionRegistry, store: SQLiteStore, sandbox: Sandbox
+    ) -> None:
+        """A timeout or deadline that is no positive number is refused before anything is sent."""
+        sandbox.clear_requests()
+        with pytest.raises(ValueError, match="deadline"):
+            await sync(registry, ["work-orders"], store, deadline=0)
+        with pytest.raises(TypeError, match="timeout"):
+            await sync(registry, ["work-orders"], store, timeout="5")  # type: ignore[arg-type]
+        assert sandbox.requests() == []
+
     async def test_a_failing_store_keeps_the_watermark_behind_the_records(
         self, registry: ConnectionRegistry, tmp_path: Path, sandbox: Sandbox
     ) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from makini_async.sandbox import Sandbox
 from makini_async.webhooks import WebhookReceiver
 from tests.webhooks.support import SECRET, Serve, Served
 
@@ -49,8 +49,7 @@ async def _serve(session: aiohttp.ClientSession) -> AsyncIterator[Serve]:
         await runner.cleanup()
 
 
-@pytest.fixture(name="sandbox")
-async def _sandbox() -> AsyncIterator[Sandbox]:
-    """A running sandbox with two connections whose webhook retries wait 30 ms, not 30 s."""
-    async with Sandbox(connections=2, seed=5, time_scale=0.001) as sandbox:
-        yield sandbox
+@pytest.fixture(name="sandbox_options")
+def _sandbox_options(sandbox_options: dict[str, Any]) -> dict[str, Any]:
+    """The `sandbox` here has seed 5; its webhook retries wait 30 ms, not 30 s."""
+    return {**sandbox_options, "seed": 5}

@@ -122,7 +122,7 @@ class TestRotationEndToEnd:
         assert {d.status for d in sandbox.deliveries(first)} == {200}
         assert len(recorder.events) == 1  # the same event through two endpoints runs once
         served.receiver.rotate(SECRET)
-        sandbox.webhooks.max_age = 0  # no retries for the refused delivery
+        sandbox.configure_webhooks(max_age=0)  # no retries for the refused delivery
         second = sandbox.emit("c1", "system.error")
         await until(lambda: len(sandbox.deliveries(second)) == 2)
         statuses = {d.endpoint_id: d.status for d in sandbox.deliveries(second)}
@@ -135,7 +135,7 @@ class TestRedeliveries:
         served = await serve()
         recorder = Recorder()
         served.receiver.on("*")(recorder)
-        sandbox.webhooks.duplicates = 1.0
+        sandbox.configure_webhooks(duplicates=1.0)
         sandbox.add_webhook("c1", served.url, secret=SECRET)
         ids = [sandbox.emit("c1", "assets.updated", body=[str(n)]) for n in range(10)]
         await sandbox.wait_for_deliveries(20)
@@ -196,7 +196,7 @@ class TestRedeliveries:
         served = await serve()
         recorder = Recorder()
         served.receiver.on(StatusChangedEvent)(recorder)
-        sandbox.webhooks.reorder = 20.0  # up to 20 ms at this time scale
+        sandbox.configure_webhooks(reorder=20.0)  # up to 20 ms at this time scale
         sandbox.add_webhook("c1", served.url, secret=SECRET)
         for n in range(8):
             sandbox.emit(

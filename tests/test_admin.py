@@ -82,17 +82,17 @@ class TestAdminClient:
             AdminClient("id-only", admin_token="t")
 
 
-class TestAddFromAdmin:
+class TestRegister:
     async def test_fill_registry(self, admin: AdminClient, sandbox: Sandbox) -> None:
         """Every active connection is added with a fresh token and its metadata."""
         sandbox.add_connection_sync("off", status="inactive")
         async with ConnectionRegistry(
             sandbox.url, retry=ZERO_WAIT, on_reconnect=admin.reconnect_hook
         ) as registry:
-            added = await registry.add_from_admin(admin)
+            added = await admin.register(registry)
             assert sorted(c.id for c in added) == ["c1", "c2"]
             assert added[0].metadata["provider"] == "sandbox"
-            assert await registry.add_from_admin(admin) == []
+            assert await admin.register(registry) == []
             conn = registry.get("c1")
             assert (await conn.integration()).id == "c1"
             sandbox.expire_token("c1")

@@ -11,6 +11,7 @@ import pytest
 import makini_async as m
 from makini_async import ConnectionRegistry, RetryPolicy, Timeouts
 from makini_async._json import stdlib_dumps, stdlib_loads
+from makini_async._transport import _client_timeout
 from tests.support import MakeRegistry, Reply, ScriptedApp, StartRaw, error_reply, read_request
 
 
@@ -270,8 +271,8 @@ class TestCancellation:
         # The single slot came back: the next call goes through at once.
         async with asyncio.timeout(2):
             assert (await conn.request("GET", "/next")).status == 200
-        assert conn.inflight == 0
-        assert registry._requestor.inflight_tasks == {}
+        assert conn._channel.inflight == 0
+        assert registry._engine.inflight == 0
 
     async def test_cancel_mid_body(self, raw_server: StartRaw, make_registry: MakeRegistry) -> None:
         """Cancelling during a stalled body read propagates and leaves no connection behind."""
@@ -306,7 +307,7 @@ class TestCancellation:
         """A call sleeping between retries is cancelled promptly."""
         app, url = scripted
         app.default = error_reply(503, "SYSTEM_UNAVAILABLE")
-        conn = make_registry(url, retry=RetryPolicy(base=30, cap=30)).add("c", "t")
+        conn = make_registry(url, retry=RetryPolicy(base=30, cap=30), clock=None).add("c", "t")
         task = asyncio.create_task(conn.request("GET", "/x"))
         await app.arrivals(1)
         await asyncio.sleep(0.05)
@@ -364,9 +365,9 @@ async def test_base_url_with_a_path_prefix(
 
 def test_aware_datetime_param_is_utc() -> None:
     """Query datetimes are sent in UTC with a Z suffix."""
-    from makini_async._request import _param_value
+    from makini_async._call import param_value
 
-    assert _param_value("k", datetime(2026, 5, 1, 12, tzinfo=UTC)) == "2026-05-01T12:00:00Z"
+    assert param_value("k", datetime(2026, 5, 1, 12, tzinfo=UTC)) == "2026-05-01T12:00:00Z"
 
 
 class TestTimeoutBudget:
@@ -385,7 +386,7 @@ class TestTimeoutBudget:
         self, timeouts: Timeouts, remaining: float | None, expected: float | None
     ) -> None:
         """An attempt gets connect + read seconds, capped by total and by the call's deadline."""
-        client_timeout = timeouts._client_timeout(remaining)
+        client_timeout = _client_timeout(timeouts, remaining)
         assert client_timeout.total == expected
         assert client_timeout.sock_read is None
         assert client_timeout.sock_connect == timeouts.connect

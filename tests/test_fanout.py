@@ -1,10 +1,12 @@
-"""`fan_out`: outcomes as jobs finish, fairness, skips, the rate-limit gate and cancellation."""
+"""`ConnectionRegistry.map`: outcomes as jobs finish, fairness, skips, pauses, limits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,11 +15,35 @@ from makini_async import (
     ConnectionNotFoundError,
     ConnectionRegistry,
     ConnectionState,
+    Outcome,
+    OutcomeStatus,
     ReauthorizationRequiredError,
+    ReconnectEvent,
+    RequestTimeoutError,
 )
-from makini_async._fanout import Outcome, OutcomeStatus, fan_out
 from makini_async.sandbox import Sandbox
+from makini_async.testing import VirtualClock
 from tests.support import ZERO_WAIT
+
+
+@pytest.fixture(name="sandbox_options")
+def _sandbox_options() -> dict[str, Any]:
+    """The `sandbox` here has ten small connections (seed 3)."""
+    sizes = {"work-orders": 120, "assets": 40, "purchase-orders": 20}
+    return {"connections": 10, "seed": 3, "sizes": sizes, "time_scale": 0.01}
+
+
+@pytest.fixture(name="registry")
+async def _registry(sandbox: Sandbox) -> AsyncIterator[ConnectionRegistry]:
+    """A registry holding every sandbox connection; its reconnect hook reconnects at the sandbox."""
+
+    async def reconnect(event: ReconnectEvent) -> str | None:
+        return sandbox.reconnect(event.connection_id)
+
+    async with ConnectionRegistry(sandbox.url, retry=ZERO_WAIT, on_reconnect=reconnect) as registry:
+        for connection_id, token in sandbox.connections.items():
+            registry.add(connection_id, token)
+        yield registry
 
 
 async def _count(conn: Connection) -> int:
@@ -35,7 +61,7 @@ class TestOutcomes:
         self, registry: ConnectionRegistry, sandbox: Sandbox
     ) -> None:
         """One ok outcome per connection carries what the function returned."""
-        async with fan_out(registry, _count) as outcomes:
+        async with registry.map(_count) as outcomes:
             got = [outcome async for outcome in outcomes]
         assert sorted(o.connection_id for o in got) == sorted(sandbox.connections)
         assert all(o.ok and o.value == 120 and o.item is None for o in got)
@@ -48,7 +74,7 @@ class TestOutcomes:
         async with ConnectionRegistry(sandbox.url, retry=ZERO_WAIT) as registry:
             for connection_id, token in sandbox.connections.items():
                 registry.add(connection_id, token)
-            async with fan_out(registry, _count) as outcomes:
+            async with registry.map(_count) as outcomes:
                 got = {o.connection_id: o async for o in outcomes}
             failed = got.pop("c2")
             assert failed.failed
@@ -60,7 +86,7 @@ class TestOutcomes:
 
             # The connection is now parked: the next fan-out skips it without any I/O.
             before = len(sandbox.requests(connection="c2"))
-            async with fan_out(registry, _count) as outcomes:
+            async with registry.map(_count) as outcomes:
                 again = {o.connection_id: o async for o in outcomes}
             assert again["c2"].skipped
             assert again["c2"].reason == "the customer must reconnect"
@@ -77,7 +103,7 @@ class TestOutcomes:
                 raise RuntimeError("boom")
             return 1
 
-        async with fan_out(registry, broken) as outcomes:
+        async with registry.map(broken) as outcomes:
             got = {o.connection_id: o async for o in outcomes}
         assert got["c3"].failed
         assert got["c3"].reason == "RuntimeError"
@@ -89,7 +115,7 @@ class TestOutcomes:
     ) -> None:
         """A slow connection's outcome comes after the fast ones."""
         sandbox.configure("c1", latency=0.3)
-        async with fan_out(registry, _count, concurrency=10) as outcomes:
+        async with registry.map(_count, concurrency=10) as outcomes:
             order = [o.connection_id async for o in outcomes]
         assert order[-1] == "c1"
 
@@ -97,18 +123,18 @@ class TestOutcomes:
         self, registry: ConnectionRegistry
     ) -> None:
         """Only the connections named run, each once even when named twice."""
-        async with fan_out(registry, _count, ["c1", registry["c2"], "c1"]) as outcomes:
+        async with registry.map(_count, ["c1", registry["c2"], "c1"]) as outcomes:
             got = sorted([o.connection_id async for o in outcomes])
         assert got == ["c1", "c2"]
 
     async def test_misuse_fails_at_once(self, registry: ConnectionRegistry) -> None:
         """Unknown connections and bad limits raise before anything runs."""
         with pytest.raises(ConnectionNotFoundError):
-            fan_out(registry, _count, ["nope"])
+            registry.map(_count, ["nope"])
         with pytest.raises(ValueError, match="concurrency"):
-            fan_out(registry, _count, concurrency=0)
+            registry.map(_count, concurrency=0)
         with pytest.raises(ValueError, match="per_connection"):
-            fan_out(registry, _count, per_connection=0)
+            registry.map(_count, per_connection=0)
 
 
 class TestFairness:
@@ -124,8 +150,8 @@ class TestFairness:
             return item
 
         chosen = ["c1", "c2", "c3"]
-        async with fan_out(
-            registry, job, chosen, items=range(4), concurrency=2, per_connection=1
+        async with registry.map(
+            job, chosen, items=range(4), concurrency=2, per_connection=1
         ) as outcomes:
             got = [o async for o in outcomes]
         assert len(got) == 12
@@ -145,7 +171,7 @@ class TestFairness:
                 finished.append(conn.id)
 
         items = list(range(20))
-        async with fan_out(registry, job, items=items, concurrency=3, per_connection=3) as outcomes:
+        async with registry.map(job, items=items, concurrency=3, per_connection=3) as outcomes:
             async for _ in outcomes:
                 pass
         # Every other connection's first job finished before c1's last one did.
@@ -165,8 +191,8 @@ class TestFairness:
             running[conn.id] -= 1
             return item
 
-        async with fan_out(
-            registry, job, ["c1", "c2"], items=range(6), concurrency=8, per_connection=2
+        async with registry.map(
+            job, ["c1", "c2"], items=range(6), concurrency=8, per_connection=2
         ) as outcomes:
             got = [o async for o in outcomes]
         assert len(got) == 12
@@ -182,7 +208,7 @@ class TestGate:
         chosen = ["c1", "c2", "c3", "c4"]
         started = time.monotonic()
         done_at: dict[str, float] = {}
-        async with fan_out(registry, _count, chosen, concurrency=1) as outcomes:
+        async with registry.map(_count, chosen, concurrency=1) as outcomes:
             async for outcome in outcomes:
                 assert outcome.ok, outcome
                 done_at[outcome.connection_id] = time.monotonic() - started
@@ -200,7 +226,7 @@ class TestGate:
             await registry["c1"].request(
                 "GET", "/api/eam/work-orders", params={"per_page": 1}, deadline=0.5
             )
-        async with fan_out(registry, _count, ["c1", "c2", "c3"], concurrency=1) as outcomes:
+        async with registry.map(_count, ["c1", "c2", "c3"], concurrency=1) as outcomes:
             order = [o.connection_id async for o in outcomes]
         assert order == ["c2", "c3", "c1"]
 
@@ -220,7 +246,7 @@ class TestCancellation:
                 cancelled.append(conn.id)
                 raise
 
-        fan = fan_out(registry, job, concurrency=4)
+        fan = registry.map(job, concurrency=4)
         first = await anext(fan)
         assert first.connection_id == "c1"
         await started.wait()
@@ -240,7 +266,7 @@ class TestCancellation:
                 await asyncio.sleep(30)
             return conn.id
 
-        async with fan_out(registry, job, concurrency=5) as outcomes:
+        async with registry.map(job, concurrency=5) as outcomes:
             async for outcome in outcomes:
                 assert outcome.value == "c1"
                 break
@@ -257,7 +283,7 @@ class TestCancellation:
             await asyncio.sleep(30)
 
         async def consume() -> list[Outcome[None]]:
-            async with fan_out(registry, job, concurrency=3) as outcomes:
+            async with registry.map(job, concurrency=3) as outcomes:
                 return [o async for o in outcomes]
 
         task = asyncio.create_task(consume())
@@ -271,3 +297,52 @@ class TestCancellation:
     async def test_outcome_status_values(self) -> None:
         """The outcome statuses read as ok, skipped and failed."""
         assert [s.value for s in OutcomeStatus] == ["ok", "skipped", "failed"]
+
+
+class TestLimits:
+    async def test_a_job_past_its_timeout_fails_typed(self, registry: ConnectionRegistry) -> None:
+        """A job still running at ``timeout`` is cancelled and fails with RequestTimeoutError."""
+
+        async def job(conn: Connection) -> str:
+            if conn.id == "c1":
+                await asyncio.sleep(3600)
+            return conn.id
+
+        async with registry.map(job, ["c1", "c2"], timeout=0.05) as outcomes:
+            got = {o.connection_id: o async for o in outcomes}
+        assert got["c2"].ok
+        assert got["c2"].value == "c2"
+        assert got["c1"].failed
+        assert isinstance(got["c1"].error, RequestTimeoutError)
+
+    async def test_jobs_not_started_by_the_deadline_are_skipped(self, sandbox: Sandbox) -> None:
+        """On the registry's clock: a job that would start after the deadline never starts."""
+        clock = VirtualClock()
+        started: list[str] = []
+
+        async def job(conn: Connection) -> str:
+            started.append(conn.id)
+            clock.advance(10)
+            return conn.id
+
+        async with ConnectionRegistry(sandbox.url, clock=clock) as registry:
+            for connection_id in ("c1", "c2", "c3"):
+                registry.add(connection_id, sandbox.connections[connection_id])
+            async with registry.map(job, concurrency=1, deadline=15) as outcomes:
+                got = [o async for o in outcomes]
+        assert started == ["c1", "c2"]
+        assert [o.status for o in got] == [
+            OutcomeStatus.OK,
+            OutcomeStatus.OK,
+            OutcomeStatus.SKIPPED,
+        ]
+        assert got[2].reason == "the deadline passed"
+
+    async def test_bad_limits_are_refused_before_any_job(
+        self, registry: ConnectionRegistry
+    ) -> None:
+        """A limit that is not a positive number is a TypeError or ValueError, at once."""
+        with pytest.raises(ValueError, match="timeout"):
+            registry.map(_count, timeout=0)
+        with pytest.raises(TypeError, match="deadline"):
+            registry.map(_count, deadline="soon")  # type: ignore[call-overload]

@@ -1,0 +1,135 @@
+"""Where the command's connections come from: a connections file, or a token in the environment.
+
+Tokens never appear in a message: errors name the file, the entry and the connection id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from makini_async import ConnectionRegistry
+
+from ._parser import UsageError
+
+__all__ = ["add_connection", "env_token", "read_connections"]
+
+
+def read_connections(path: str) -> list[tuple[str, str]]:
+    """Read ``id,token`` pairs from a JSON or CSV file.
+
+    JSON may be a list of ``{"id", "token"}`` objects (``connection_id`` works for ``id``), the
+    same list under ``"connections"``, or an object of id to token. CSV has one ``id,token``
+    line per connection, an optional header and ``#`` comments.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The pairs, in the file's order.
+
+    Raises:
+        UsageError: The file cannot be read, is malformed, lists nothing or lists an id twice.
+    """
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageError(f"cannot read the connections file {path!r}: {reason}") from None
+    stripped = text.lstrip()
+    pairs = _json_pairs(path, stripped) if stripped[:1] in {"[", "{"} else _csv_pairs(path, text)
+    if not pairs:
+        raise UsageError(f"the connections file {path!r} lists no connections")
+    seen: set[str] = set()
+    for connection_id, _ in pairs:
+        if connection_id in seen:
+            raise UsageError(
+                f"the connections file {path!r} lists connection {connection_id!r} twice"
+            )
+        seen.add(connection_id)
+    return pairs
+
+
+def _json_pairs(path: str, text: str) -> list[tuple[str, str]]:
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        raise UsageError(f"the connections file {path!r} is not valid JSON") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("connections"), list):
+        loaded = loaded["connections"]
+    if isinstance(loaded, dict):
+        items: list[object] = [{"id": k, "token": v} for k, v in loaded.items()]
+    elif isinstance(loaded, list):
+        items = loaded
+    else:
+        raise UsageError(f"the connections file {path!r} must hold a list or an object")
+    pairs = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise UsageError(f"the connections file {path!r}: entry {number} is not an object")
+        connection_id = item.get("id", item.get("connection_id"))
+        token = item.get("token")
+        if not isinstance(connection_id, str) or not connection_id:
+            raise UsageError(f"the connections file {path!r}: entry {number} has no id")
+        if not isinstance(token, str) or not token:
+            raise UsageError(f"the connections file {path!r}: entry {number} has no token")
+        pairs.append((connection_id, token))
+    return pairs
+
+
+def _csv_pairs(path: str, text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if number == 1 and [c.lower() for c in cells[:2]] in (
+            ["id", "token"],
+            ["connection_id", "token"],
+        ):
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:  # noqa: PLR2004 - id and token
+            raise UsageError(f"the connections file {path!r}: line {number} is not 'id,token'")
+        pairs.append((cells[0], cells[1]))
+    return pairs
+
+
+def env_token(name: str) -> str:
+    """Read a token from the environment.
+
+    Args:
+        name: The variable, e.g. ``MAKINI_TOKEN``.
+
+    Returns:
+        The token, stripped.
+
+    Raises:
+        UsageError: The variable is unset or blank.
+    """
+    token = os.environ.get(name, "").strip()
+    if not token:
+        raise UsageError(f"set {name} to a token first")
+    return token
+
+
+def add_connection(
+    registry: ConnectionRegistry, connection_id: str, token: str, where: str
+) -> None:
+    """Register a connection, turning a malformed token into a usage error that hides it.
+
+    Args:
+        registry: The registry.
+        connection_id: The connection's id.
+        token: Its token.
+        where: Where the token came from, for the message (a file name or a variable).
+
+    Raises:
+        UsageError: The registry refused the token.
+    """
+    try:
+        registry.add(connection_id, token)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: connection {connection_id!r} has a malformed token") from None
