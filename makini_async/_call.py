@@ -248,10 +248,13 @@ class Arguments:
         if idempotency_key is not None:
             extra = extra or {}
             extra["Idempotency-Key"] = _check_idempotency_key(idempotency_key)
-        body, upload, content_type = _encode_body(json, form, files)
-        if content_type is not None:
-            extra = extra or {}
-            extra["Content-Type"] = content_type
+        body: bytes | None = None
+        upload: Multipart | None = None
+        if json is not None or form is not None or files is not None:
+            body, upload, content_type = _encode_body(json, form, files)
+            if content_type is not None:
+                extra = extra or {}
+                extra["Content-Type"] = content_type
         timeouts = None if timeout is None else self.timeouts_of(timeout)
         deadline_at = None
         started = 0.0

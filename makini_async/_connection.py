@@ -7,7 +7,7 @@ public; the machinery behind it is reachable only through its owners.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ._call import check_redact
@@ -42,7 +42,7 @@ class _Sender:
         """The registry's clock (deadlines are measured on it)."""
         return self._engine.clock
 
-    async def request(
+    def request(
         self,
         method: str,
         path: str,
@@ -56,8 +56,8 @@ class _Sender:
         deadline: float | None = None,
         idempotency_key: str | None = None,
         redact: Sequence[str] = (),
-    ) -> APIResponse:
-        """Send one request and decode the answer.
+    ) -> Coroutine[object, None, APIResponse]:
+        """Send one request and decode the answer: ``await conn.request(...)``.
 
         Transient failures are retried as the registry's `RetryPolicy` says: connect errors
         always; 429, 502, 503 and 504 for GET/HEAD/OPTIONS/DELETE and for any call with an
@@ -103,7 +103,8 @@ class _Sender:
 
         .. versionadded:: 0.1.0
         """
-        return await self._engine.request(
+        # The engine's coroutine itself, not one wrapping it: a frame less on every resume.
+        return self._engine.request(
             self._channel,
             method,
             path,

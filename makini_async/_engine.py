@@ -178,7 +178,7 @@ class Engine:
 
     # -- one logical call ----------------------------------------------------------------------
 
-    async def request(
+    async def request(  # noqa: C901 - the hot path, kept in one frame
         self,
         channel: Channel,
         method: str,
@@ -226,9 +226,16 @@ class Engine:
             self._inflight[task] = self._inflight.get(task, 0) + 1
         channel.inflight += 1
         try:
-            if call.observer is None:
+            if call.observer is not None:
+                return await self._observed(call, deadline)
+            if call.deadline_at is not None or call.multipart is not None:
                 return await self._within_deadline(call, deadline)
-            return await self._observed(call, deadline)
+            # The common call, one coroutine frame less: a bare first attempt.
+            try:
+                return await self._attempt(call)
+            except (_Retry, AuthenticationError) as exc:
+                failure: _Retry | AuthenticationError = exc
+            return await self._recover(call, failure)
         finally:
             channel.inflight -= 1
             if task is not None:
@@ -400,7 +407,7 @@ class Engine:
 
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _attempt(self, call: Call) -> APIResponse:
+    async def _attempt(self, call: Call) -> APIResponse:  # noqa: C901 - the hot path, one frame
         channel = call.channel
         if self._closing or channel.state is not ConnectionState.ACTIVE:
             self.check_open(channel)
@@ -420,10 +427,48 @@ class Engine:
             if observer is not None:
                 observer.attempt_sent(AttemptSent(call.attempts, call.generation))
                 sent = self._clock.monotonic()
-            raw = await self._send(call, None if credential is None else credential.token)
+            try:
+                raw = await self._transport.send(
+                    channel,
+                    None if credential is None else credential.token,
+                    call.generation,
+                    call.method,
+                    call.url,
+                    params=call.params,
+                    body=call.body,
+                    headers=call.headers,
+                    timeout=self._attempt_timeout(call),
+                    path=call.path,
+                )
+            except TransportError as error:
+                failure = self._transport_failure(call, error)
+                if failure is error:
+                    raise
+                raise failure from error
         finally:
             if slots is not None:
                 slots.release()
+        if observer is not None:
+            self._received(call, raw, sent)
+        if _HTTP_OK_MIN <= raw.status <= _HTTP_OK_MAX:
+            response = self._success(call, raw)
+            if "X-RateLimit-Remaining" in raw.headers:
+                signal = RateSignal(raw.status, rate_limit_of(raw.headers))
+                await self._budget.observe(channel.key, signal)
+            return response
+        raise await self._failure(call, raw)
+
+    @staticmethod
+    def _transport_failure(call: Call, error: TransportError) -> MakiniError | _Retry:
+        """What a transport error ends as: a retry when nothing can have been applied twice."""
+        if isinstance(error, TLSError):
+            return error
+        if call.repeatable or not error.may_have_reached_server:
+            return _Retry(error, call)
+        return error
+
+    def _received(self, call: Call, raw: RawResponse, sent: float) -> None:
+        observer = call.observer
         if observer is not None:
             observer.response_received(
                 ResponseReceived(
@@ -433,30 +478,6 @@ class Engine:
                     self._clock.monotonic() - sent,
                 )
             )
-        if _HTTP_OK_MIN <= raw.status <= _HTTP_OK_MAX:
-            return await self._success(call, raw)
-        raise await self._failure(call, raw)
-
-    async def _send(self, call: Call, token: str | None) -> RawResponse:
-        try:
-            return await self._transport.send(
-                call.channel,
-                token,
-                call.generation,
-                call.method,
-                call.url,
-                params=call.params,
-                body=call.body,
-                headers=call.headers,
-                timeout=self._attempt_timeout(call),
-                path=call.path,
-            )
-        except TLSError:
-            raise
-        except TransportError as error:
-            if call.repeatable or not error.may_have_reached_server:
-                raise _Retry(error, call) from error
-            raise
 
     def _attempt_timeout(self, call: Call) -> aiohttp.ClientTimeout:
         timeouts = call.timeouts
@@ -523,7 +544,7 @@ class Engine:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    async def _success(self, call: Call, raw: RawResponse) -> APIResponse:
+    def _success(self, call: Call, raw: RawResponse) -> APIResponse:
         headers = raw.headers
         request_id = headers.get("X-Request-Id")
         body = raw.body
@@ -542,9 +563,6 @@ class Engine:
             if problem is not None:
                 raise self._decode_error(call, raw, problem)
         call.channel.confirm(call.generation)
-        if "X-RateLimit-Remaining" in headers:
-            limits = rate_limit_of(headers)
-            await self._budget.observe(call.channel.key, RateSignal(raw.status, limits))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%s) attempt %d",

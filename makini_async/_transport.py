@@ -402,29 +402,11 @@ class Transport:
         """
         entry = self._session_for(owner, token, generation)
         entry.busy += 1
-        try:
-            return await self._send(
-                entry.session, method, url, params, body, headers, timeout, path
-            )
-        finally:
-            entry.busy -= 1
-
-    async def _send(  # noqa: PLR0917 - one request's parts
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        url: str,
-        params: list[tuple[str, str]] | None,
-        body: bytes | None,
-        headers: Mapping[str, str] | None,
-        timeout: aiohttp.ClientTimeout,
-        path: str,
-    ) -> RawResponse:
         # Errors are translated inside `except` but raised after it: raising inside would keep
         # aiohttp's exception as __context__, and some of them hold the request headers.
         failure: BaseException
         try:
-            response = await session.request(
+            response = await entry.session.request(
                 method,
                 url,
                 params=params,
@@ -446,16 +428,17 @@ class Transport:
                     payload = await response.read()  # the common case, without another frame
                 else:
                     payload = await self._read(response, path)
+                return RawResponse(
+                    response.status, response.headers, payload, response.content_type
+                )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 response.close()
                 failure = exc
             except BaseException:
                 response.close()
                 raise
-            else:
-                return RawResponse(
-                    response.status, response.headers, payload, response.content_type
-                )
+        finally:
+            entry.busy -= 1
         raise _translate(failure, method, path) from _safe_cause(failure)
 
     async def _read(self, response: aiohttp.ClientResponse, path: str) -> bytes:
