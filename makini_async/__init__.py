@@ -39,6 +39,7 @@ from ._errors import (
     UnexpectedRedirectError,
     UpstreamError,
     ValidationError,
+    WebhookError,
     WebhookPayloadError,
     WebhookVerificationError,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "Upload",
     "UpstreamError",
     "ValidationError",
+    "WebhookError",
     "WebhookPayloadError",
     "WebhookVerificationError",
 ]

@@ -78,7 +78,21 @@ def _check_param(what: str, value: object) -> str:
             f"{what} {value!r} contains a control character (CR, LF, NUL...) or a backslash, "
             "which cannot be sent safely in a multipart header"
         )
+    _check_utf8(f"{what} {value!r}", value)
     return value
+
+
+def _check_utf8(what: str, value: str) -> None:
+    """Refuse a str that cannot be encoded as UTF-8 (it holds a lone surrogate).
+
+    Raises:
+        ValueError: Naming ``what`` (never quoting ``value``: form values may be secrets).
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} holds a lone surrogate, which cannot be sent") from None
 
 
 def _quoted(value: str) -> bytes:
@@ -209,6 +223,8 @@ def _check_fields(what: str, fields: object) -> list[tuple[str, str]]:
                 f"{what} names and values must be str, got {type(key).__name__} "
                 f"and {type(value).__name__}"
             )
+        _check_utf8(f"The {what} name {key!r}", key)
+        _check_utf8(f"The {what} value of {key!r}", value)
         checked.append((key, value))
     return checked
 
@@ -352,9 +368,8 @@ def multipart(form: Mapping[str, str] | None, files: Mapping[str, Upload]) -> Mu
         ValueError: An empty or unsafe field name, or no file at all.
     """
     fields = [] if form is None else _check_fields("form", form)
-    for name, value in fields:
+    for name, _ in fields:
         _check_param("A form field name", name)
-        value.encode("utf-8")  # a lone surrogate fails here, before any I/O
     if not isinstance(files, Mapping):
         raise TypeError(
             f"files must be a mapping of field name to Upload, not {type(files).__name__}"

@@ -20,11 +20,12 @@ import attrs
 
 from ._credentials import check_token
 from ._errors import (
+    REAUTHORIZATION_REQUIRED,
     AuthenticationError,
     ConnectionClosedError,
     ReauthorizationRequiredError,
     RegistryClosedError,
-    recast,
+    as_reauthorization_required,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("makini_async")
+
+# How many of the tokens a channel has sent are kept out of its errors and logs.
+_SENT_TOKENS_KEPT: Final = 8
 
 
 class ConnectionState(enum.Enum):
@@ -132,13 +136,30 @@ class Listeners:
 
 
 class Slots:
-    """A first-come-first-served counting limiter, cheaper than a Semaphore when idle."""
+    """A first-come-first-served counting limiter, cheaper than a Semaphore when idle.
 
-    __slots__ = ("_free", "_waiters")
+    A slot is held from a successful `try_acquire` or `acquire` to the one `release` that
+    follows it. `acquire` either returns holding a slot or raises holding none, whatever ends
+    its wait (a cancellation landing in the very loop turn a slot is handed over included), so
+    ``free`` is back at ``capacity`` once every holder has released.
+    """
+
+    __slots__ = ("_free", "_waiters", "capacity")
 
     def __init__(self, slots: int) -> None:
+        self.capacity = slots
         self._free = slots
         self._waiters: deque[asyncio.Future[None]] | None = None
+
+    @property
+    def free(self) -> int:
+        """Slots nobody holds right now."""
+        return self._free
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a slot."""
+        return sum(1 for waiter in self._waiters or () if not waiter.done())
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody queues for it."""
@@ -148,7 +169,7 @@ class Slots:
         return False
 
     async def acquire(self) -> None:
-        """Wait for a slot, in arrival order."""
+        """Wait for a slot, in arrival order; on any exception, no slot is held."""
         if self.try_acquire():
             return
         if self._waiters is None:
@@ -157,16 +178,25 @@ class Slots:
         self._waiters.append(waiter)
         try:
             await waiter
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or the coroutine closed (GeneratorExit): either the slot was handed to
+            # us in the same loop turn, and is passed on, or it was not, and the waiter must
+            # never be handed one. Only done waiters are skipped by `release`, so this one is
+            # cancelled first; it may already have left the queue.
             if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot was handed to us as we were cancelled: pass it on
+                self.release()
             else:
-                with contextlib.suppress(ValueError):  # already handed over and dropped
-                    self._waiters.remove(waiter)
+                waiter.cancel()
+                self._forget(waiter)
             raise
 
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+
     def release(self) -> None:
-        """Give a slot back, to the first waiter if there is one."""
+        """Give a slot back, to the first waiter still waiting if there is one."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
@@ -196,6 +226,7 @@ class Channel:
         "_hook",
         "_listeners",
         "_probation",
+        "_sent",
         "credential",
         "id",
         "inflight",
@@ -220,6 +251,7 @@ class Channel:
         self.key = key
         self.id = connection_id
         self.credential = credential
+        self._sent: tuple[str, ...] = () if credential is None else (credential.token,)
         self.metadata = metadata
         self.state = ConnectionState.ACTIVE
         self.slots = None if slots is None else Slots(slots)
@@ -231,6 +263,15 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<Channel {self.key!r} {self.state.value}>"
+
+    @property
+    def sent_tokens(self) -> tuple[str, ...]:
+        """The tokens this channel has sent, newest first (the last few): redacted everywhere.
+
+        A call sent with one token may fail after another was installed; its error is kept
+        clean of both.
+        """
+        return self._sent
 
     @property
     def generation(self) -> int:
@@ -263,7 +304,8 @@ class Channel:
             f"Connection {self.id!r} needs the customer to reconnect; "
             "call registry.update_token() with the new token.",
             status=401,
-            code="REAUTHORIZATION_REQUIRED",
+            code=REAUTHORIZATION_REQUIRED,
+            type="authentication_error",
         )
 
     def _set_state(self, state: ConnectionState, reason: str) -> None:
@@ -286,6 +328,8 @@ class Channel:
         if self.state is ConnectionState.CLOSED:
             raise ConnectionClosedError(f"Connection {self.id!r} is closed.")
         self.credential = credential
+        if credential.token not in self._sent:
+            self._sent = (credential.token, *self._sent)[:_SENT_TOKENS_KEPT]
         self._probation = credential.generation if probation else 0
         self._set_state(ConnectionState.ACTIVE, "new token")
 
@@ -349,7 +393,7 @@ class Channel:
         if self.state is ConnectionState.REAUTHORIZATION_REQUIRED or on_probation:
             # The hook's own token was refused too: no ping-pong, the customer must reconnect.
             self.mark_reauthorization_required(generation)
-            raise recast(error, ReauthorizationRequiredError)
+            raise as_reauthorization_required(error)
         renewed = await self._renew(refused, error)
         if self.closed:
             raise ConnectionClosedError(f"Connection {self.id!r} is closed.") from error
@@ -358,9 +402,9 @@ class Channel:
             self.adopt(renewed, probation=True)
         elif renewed is None or current_generation == generation:
             self.mark_reauthorization_required(generation)
-            raise recast(error, ReauthorizationRequiredError)
+            raise as_reauthorization_required(error)
         if self.state is not ConnectionState.ACTIVE:
-            raise recast(error, ReauthorizationRequiredError)
+            raise as_reauthorization_required(error)
 
     async def _renew(self, refused: Credential, error: AuthenticationError) -> Credential | None:
         """Ask the credential source for a newer credential, running the hook if it must."""
@@ -384,7 +428,7 @@ class Channel:
             error = ReauthorizationRequiredError(
                 "The customer's credentials changed; the connection must be reauthorized.",
                 status=401,
-                code="REAUTHORIZATION_REQUIRED",
+                code=REAUTHORIZATION_REQUIRED,
                 type="authentication_error",
             )
             with contextlib.suppress(ReauthorizationRequiredError):

@@ -31,16 +31,25 @@ __all__ = ["Connection", "TokenlessChannel"]
 class _Sender:
     """The one ``request`` method of a connection and of the tokenless channel."""
 
-    __slots__ = ("_channel", "_engine")
+    __slots__ = ("_channel", "_engine", "_strict")
 
-    def __init__(self, channel: Channel, engine: Engine) -> None:
+    def __init__(self, channel: Channel, engine: Engine, *, strict: bool = False) -> None:
         self._channel = channel
         self._engine = engine
+        self._strict = strict
 
     @property
     def clock(self) -> Clock:
         """The registry's clock (deadlines are measured on it)."""
         return self._engine.clock
+
+    @property
+    def strict(self) -> bool:
+        """Whether typed calls decode strictly unless they say otherwise (the registry's).
+
+        Strictly: a value that does not fit its field raises `ResponseDecodeError`.
+        """
+        return self._strict
 
     def request(
         self,
@@ -148,8 +157,8 @@ class Connection(_Sender):
 
     __slots__ = ("_eam", "_erp", "_wms")
 
-    def __init__(self, channel: Channel, engine: Engine) -> None:
-        super().__init__(channel, engine)
+    def __init__(self, channel: Channel, engine: Engine, *, strict: bool = False) -> None:
+        super().__init__(channel, engine, strict=strict)
         self._eam: EAM | None = None
         self._erp: ERP | None = None
         self._wms: WMS | None = None

@@ -23,6 +23,10 @@ Refresh = Callable[[], Awaitable[str | None]]
 def check_token(token: object) -> str:
     """Validate a token before it is stored.
 
+    Any length is accepted: Makini issues JWTs hundreds of characters long, while tests and
+    local setups use tokens such as ``"t"``. A token shorter than 16 characters could turn up
+    in an error by chance, so it is redacted only where it stands whole (``makini_async._redact``).
+
     Raises:
         TypeError: Not a string.
         ValueError: Empty, or containing whitespace or control characters.

@@ -20,21 +20,23 @@ from ._bodies import DEFAULT_MAX_UPLOAD_SIZE, Upload
 from ._budget import Pause, RateBudget, RateSignal
 from ._call import Arguments, Call
 from ._channel import Channel, ConnectionState, registry_closed
+from ._error_body import BOM
 from ._errors import (
+    BODY_SNIPPET_LIMIT,
+    MESSAGE_LIMIT,
     APIError,
     AuthenticationError,
     MakiniError,
     RateLimitError,
-    ReauthorizationRequiredError,
     RequestTimeoutError,
     ResponseDecodeError,
+    ResponseTooLargeError,
     ServerError,
     TLSError,
     TransportError,
+    as_reauthorization_required,
     error_from_response,
     recast,
-    scrub,
-    scrub_bytes,
 )
 from ._instrument import (
     AttemptSent,
@@ -47,8 +49,9 @@ from ._instrument import (
     RetryScheduled,
     observer_for,
 )
+from ._redact import one_line, short_field, snippet
 from ._response import APIResponse, int_header, rate_limit_of
-from ._retry import RetryPolicy, parse_retry_after
+from ._retry import RetryPolicy, retry_after_of
 
 if TYPE_CHECKING:
     import aiohttp
@@ -87,13 +90,19 @@ def _reason(error: MakiniError) -> str:
 
 
 def _secrets(call: Call) -> tuple[str, ...]:
-    """What an error answer must not keep: the call's token and its redacted body values."""
-    credential = call.channel.credential
-    return call.redact if credential is None else (credential.token, *call.redact)
+    """What an answer must not show in errors and logs.
+
+    Every token the connection has sent (the call's may no longer be the current one), and the
+    call's redacted body values.
+    """
+    tokens = call.channel.sent_tokens
+    return (*tokens, *call.redact) if call.redact else tokens
 
 
-def _snippet(body: bytes) -> str:
-    return body[:1024].decode("utf-8", "replace")
+def _request_id(call: Call, headers: Mapping[str, str]) -> str | None:
+    """The ``X-Request-Id`` as kept and logged: redacted, bounded, printable, or None."""
+    value = headers.get("X-Request-Id")
+    return None if value is None else short_field(value, _secrets(call))
 
 
 class Engine:
@@ -324,7 +333,7 @@ class Engine:
             if replayed:
                 # The replacement token was refused too: no ping-pong, the customer must act.
                 channel.mark_reauthorization_required(call.generation)
-                error = recast(failure, ReauthorizationRequiredError)
+                error = as_reauthorization_required(failure)
                 break
             await self._reauthorize(call, failure)
             replayed = True
@@ -445,6 +454,10 @@ class Engine:
                 if failure is error:
                     raise
                 raise failure from error
+            except ResponseTooLargeError as error:
+                # Its request id is the server's header as it came.
+                error.request_id = short_field(error.request_id, _secrets(call))
+                raise
         finally:
             if slots is not None:
                 slots.release()
@@ -474,7 +487,7 @@ class Engine:
                 ResponseReceived(
                     call.attempts,
                     raw.status,
-                    raw.headers.get("X-Request-Id"),
+                    _request_id(call, raw.headers),
                     self._clock.monotonic() - sent,
                 )
             )
@@ -546,15 +559,18 @@ class Engine:
 
     def _success(self, call: Call, raw: RawResponse) -> APIResponse:
         headers = raw.headers
-        request_id = headers.get("X-Request-Id")
+        # Server-controlled, logged and shown in reprs: kept only redacted and printable.
+        request_id = _request_id(call, headers)
         body = raw.body
         data: JSON = None
         if body and raw.status != _HTTP_NO_CONTENT and call.method != "HEAD":
             problem: str | None = None
             content_type = raw.content_type
             if content_type != "application/json" and not content_type.endswith("+json"):
-                problem = f"Expected a JSON body, got {content_type!r}"
+                # The header as sent (aiohttp lowercases the media type), redacted below.
+                problem = f"Expected a JSON body, got {headers.get('Content-Type', '')!r}"
             else:
+                body = body.removeprefix(BOM)  # RFC 8259 section 8.1: a parser may ignore it
                 try:
                     data = _json.loads(body)  # type: ignore[assignment] # decoded JSON is JSON
                 except (ValueError, RecursionError) as exc:
@@ -577,19 +593,18 @@ class Engine:
     @staticmethod
     def _decode_error(call: Call, raw: RawResponse, problem: str) -> ResponseDecodeError:
         secrets = _secrets(call)
-        request_id = raw.headers.get("X-Request-Id")
         return ResponseDecodeError(
-            f"{problem} ({call.method} {call.path})",
+            f"{one_line(problem, secrets, MESSAGE_LIMIT)} ({call.method} {call.path})",
             status=raw.status,
-            request_id=scrub(request_id, secrets)[:200] if request_id else None,
-            body=scrub(_snippet(scrub_bytes(raw.body, secrets)), secrets),
+            request_id=_request_id(call, raw.headers),
+            body=snippet(raw.body, secrets, BODY_SNIPPET_LIMIT),
         )
 
     async def _failure(self, call: Call, raw: RawResponse) -> MakiniError | _Retry:
         headers = raw.headers
         status = raw.status
         clock = self._clock
-        retry_after = parse_retry_after(headers.get("Retry-After"), now=clock.time())
+        retry_after = retry_after_of(headers.getall("Retry-After", ()), now=clock.time())
         error = error_from_response(
             status,
             raw.body,

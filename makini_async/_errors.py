@@ -32,21 +32,27 @@
     │   └── RegistryClosedError
     ├── EventLoopMismatchError             also a RuntimeError: used from a second event loop
     ├── StoreError                         a sync store cannot be used (makini_async.sync)
-    └── WebhookVerificationError           a webhook delivery cannot be trusted (webhooks)
-        └── WebhookPayloadError            signed, but not a webhook event
+    └── WebhookError                       a webhook delivery was refused (webhooks)
+        ├── WebhookVerificationError       it cannot be trusted: answered 401
+        └── WebhookPayloadError            signed, but not a webhook event: answered 400
 
 Every class is importable from ``makini_async``; the store and webhook errors also from
 ``makini_async.sync`` and ``makini_async.webhooks``. A test holds this drawing against the
 classes.
 
-Error bodies are decoded by :func:`error_from_response`, which never raises.
+Error bodies are decoded by :func:`error_from_response`, which never raises. A connection whose
+token is refused for good raises `ReauthorizationRequiredError` with the code
+``REAUTHORIZATION_REQUIRED`` on every call, the one that got the 401 included
+(`as_reauthorization_required`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Final, TypeVar
+
+from ._error_body import read_error_body
+from ._redact import one_line, scrub_obj, short_field, snippet
 
 __all__ = [
     "APIError",
@@ -79,6 +85,7 @@ __all__ = [
     "UnexpectedRedirectError",
     "UpstreamError",
     "ValidationError",
+    "WebhookError",
     "WebhookPayloadError",
     "WebhookVerificationError",
 ]
@@ -87,8 +94,8 @@ __all__ = [
 BODY_SNIPPET_LIMIT: Final = 1024
 #: Longest human message kept on an exception.
 MESSAGE_LIMIT: Final = 500
-_SHORT_FIELD_LIMIT: Final = 200
-_REDACTED: Final = "[REDACTED]"
+#: The code every call on a connection whose token is refused for good carries.
+REAUTHORIZATION_REQUIRED: Final = "REAUTHORIZATION_REQUIRED"
 
 
 class MakiniError(Exception):
@@ -277,6 +284,18 @@ def recast(error: APIError, cls: type[E]) -> E:
     return copy
 
 
+def as_reauthorization_required(error: APIError) -> ReauthorizationRequiredError:
+    """A refused token's 401 as every later call on its connection will see it.
+
+    The class and the code (``REAUTHORIZATION_REQUIRED``) are those `Channel.check_open`
+    raises, without I/O, for the calls that follow; the message, request id and body stay the
+    server's, and the server's own error (``TOKEN_EXPIRED``, say) is the ``__cause__``.
+    """
+    copy = recast(error, ReauthorizationRequiredError)
+    copy.code = REAUTHORIZATION_REQUIRED
+    return copy
+
+
 class InvalidRequestError(APIError):
     """400: Makini could not understand the request.
 
@@ -295,7 +314,9 @@ class ValidationError(APIError):
     """422: the request body failed validation.
 
     Attributes:
-        fields: Field name → list of messages, from ``details.fields`` or Laravel's ``errors``.
+        fields: Field name → list of messages, from Makini's ``details.fields``, or from the
+            ``errors`` of Laravel, RFC 9457 problem details or JSON:API (a nested field is a
+            dotted path, e.g. ``profile.color``).
 
     .. versionadded:: 0.1.0
     """
@@ -316,17 +337,24 @@ class ValidationError(APIError):
 
 
 class AuthenticationError(APIError):
-    """401: the connection's token was refused.
+    """401: the token, or the client credentials of a tokenless call, were refused.
+
+    On a connection, a refused token ends as `ReauthorizationRequiredError` unless the
+    reconnect hook supplies one that works; the tokenless channel raises the 401's own class.
 
     .. versionadded:: 0.1.0
     """
 
 
 class ReauthorizationRequiredError(AuthenticationError):
-    """The customer must reconnect (Makini Link) before this connection works again.
+    """The connection needs a new token (the customer reconnects) before it works again.
 
-    Raised for a 401 ``REAUTHORIZATION_REQUIRED``, and, without any I/O, for every call on a
-    connection whose state is ``ConnectionState.REAUTHORIZATION_REQUIRED``.
+    Raised for a 401 ``REAUTHORIZATION_REQUIRED``, and whenever a connection's token is refused
+    for good: a 401 of any code that no reconnect hook could answer with a working token. That
+    call and every later one on the connection (without I/O, while its state is
+    ``ConnectionState.REAUTHORIZATION_REQUIRED``) carry the code ``REAUTHORIZATION_REQUIRED``;
+    the 401 the server sent is the first one's ``__cause__``. ``registry.update_token()``
+    makes the connection usable again.
 
     .. versionadded:: 0.1.0
     """
@@ -334,6 +362,10 @@ class ReauthorizationRequiredError(AuthenticationError):
 
 class TokenExpiredError(AuthenticationError):
     """401 ``TOKEN_EXPIRED``: the token is past its expiry; refreshing it fixes this.
+
+    A connection's reconnect hook hears it (``ReconnectEvent.error``) and may answer with a
+    refreshed token; with no hook, or none that works, the call raises
+    `ReauthorizationRequiredError`. Calls on the tokenless channel raise it as it is.
 
     .. versionadded:: 0.1.0
     """
@@ -526,21 +558,23 @@ class StoreError(MakiniError):
     """
 
 
-class WebhookVerificationError(MakiniError):
-    """A webhook delivery cannot be trusted: its signature is missing, malformed or wrong.
+class WebhookError(MakiniError):
+    """A webhook delivery was refused; ``status`` is what a receiver answers with.
 
-    The message says what was wrong with the delivery and never contains a secret, a
+    Catch this to handle every refusal; catch `WebhookVerificationError` (401: the delivery
+    cannot be trusted) or `WebhookPayloadError` (400: signed, but not an event) to tell them
+    apart. The message says what was wrong with the delivery and never contains a secret, a
     signature or the body.
 
     Attributes:
-        reason: A short machine-readable reason, e.g. ``"missing_signature"``,
-            ``"duplicate_signature"``, ``"malformed_signature"``, ``"signature_mismatch"``.
-        status: The HTTP status a receiver answers with (401 for signatures, 400 for payloads).
+        reason: A short machine-readable reason, e.g. ``"missing_signature"`` or
+            ``"invalid_json"``.
+        status: The HTTP status a receiver answers with.
 
     .. versionadded:: 0.1.0
     """
 
-    status: int = 401
+    status: int = 400
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
@@ -551,19 +585,34 @@ class WebhookVerificationError(MakiniError):
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (type(self), self.message, self.reason))
+        return (_rebuild_webhook_error, (type(self), self.message, self.reason))
 
 
-def _rebuild(
-    cls: type[WebhookVerificationError], message: str, reason: str
-) -> WebhookVerificationError:
+def _rebuild_webhook_error(cls: type[WebhookError], message: str, reason: str) -> WebhookError:
     return cls(message, reason=reason)
 
 
-class WebhookPayloadError(WebhookVerificationError):
-    """A delivery's body is not a webhook event: not JSON, not an object, or mistyped fields.
+class WebhookVerificationError(WebhookError):
+    """A webhook delivery cannot be trusted: its signature is missing, malformed or wrong.
 
-    Raised by `parse` (after the signature, when the receiver is used); answered with 400.
+    Answered with 401. Raised by `verify`.
+
+    Attributes:
+        reason: ``"missing_signature"``, ``"duplicate_signature"``, ``"malformed_signature"``,
+            ``"empty_signature"`` or ``"signature_mismatch"``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status: int = 401
+
+
+class WebhookPayloadError(WebhookError):
+    """A signed delivery is not a webhook event: its body or its ``X-Webhook-Id`` is unusable.
+
+    Answered with 400 (a retry would not help). Raised by `parse`: the body is not JSON, not an
+    object, or has mistyped fields; or the ``X-Webhook-Id`` header is repeated, malformed or
+    differs from the body's id.
 
     Attributes:
         paths: Where the payload was wrong, e.g. ``("$.created_at",)`` (may be empty).
@@ -578,6 +627,15 @@ class WebhookPayloadError(WebhookVerificationError):
     ) -> None:
         super().__init__(message, reason=reason)
         self.paths = paths
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_payload_error, (type(self), self.message, self.reason, self.paths))
+
+
+def _rebuild_payload_error(
+    cls: type[WebhookPayloadError], message: str, reason: str, paths: tuple[str, ...]
+) -> WebhookPayloadError:
+    return cls(message, reason=reason, paths=paths)
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,104 +676,6 @@ def error_class_for(status: int, code: str | None) -> type[APIError]:
     return APIError
 
 
-def _scalar(value: object) -> str | None:
-    """A scalar envelope field as text; None for missing or structured values."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    return None
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every occurrence of each secret in ``text`` with a redaction marker."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
-
-
-def scrub_bytes(data: bytes, secrets: tuple[str, ...]) -> bytes:
-    """`scrub` for raw bytes (UTF-8 secrets)."""
-    for secret in secrets:
-        raw = secret.encode("utf-8", "replace")
-        if raw and raw in data:
-            data = data.replace(raw, _REDACTED.encode())
-    return data
-
-
-def _clean(value: str | None, secrets: tuple[str, ...], limit: int) -> str | None:
-    """Scrub, then bound: cutting first could leave part of a secret behind."""
-    if value is None:
-        return None
-    return scrub(value, secrets)[:limit] or None
-
-
-def _scrub_obj(value: object, secrets: tuple[str, ...], depth: int = 0) -> object:
-    """Copy a decoded JSON value with every secret string redacted (bounded depth)."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return scrub(value, secrets)
-    if depth > 32:  # noqa: PLR2004 - deeper structures are dropped, not walked
-        return None
-    if isinstance(value, Mapping):
-        return {scrub(str(k), secrets): _scrub_obj(v, secrets, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_obj(v, secrets, depth + 1) for v in value]
-    return value
-
-
-def _body_text(body: bytes) -> str:
-    return body[: BODY_SNIPPET_LIMIT * 4].decode("utf-8", "replace")[:BODY_SNIPPET_LIMIT]
-
-
-def _decode_json_object(body: bytes) -> Mapping[str, object] | None:
-    if not body or body[:1] not in b"{ \t\r\n":
-        return None
-    try:
-        decoded = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return decoded if isinstance(decoded, Mapping) else None
-
-
-class _Fields:
-    """What an error body said, before a class is picked."""
-
-    __slots__ = ("code", "details", "message", "request_id", "type")
-
-    def __init__(self, request_id: str | None) -> None:
-        self.code: str | None = None
-        self.type: str | None = None
-        self.message: str | None = None
-        self.request_id = request_id
-        self.details: dict[str, object] = {}
-
-
-def _read_envelope(envelope: Mapping[str, object], fields: _Fields) -> None:
-    inner = envelope.get("error")
-    if isinstance(inner, Mapping):
-        fields.code = _scalar(inner.get("code"))
-        fields.type = _scalar(inner.get("type"))
-        fields.message = _scalar(inner.get("message"))
-        fields.request_id = _scalar(inner.get("request_id")) or fields.request_id
-        raw_details = inner.get("details")
-        if isinstance(raw_details, Mapping):
-            fields.details = {str(k): v for k, v in raw_details.items()}
-    elif isinstance(inner, str):
-        fields.message = inner or None
-    if fields.message is None:
-        fields.message = _scalar(envelope.get("message"))
-    if fields.code is None:
-        fields.code = _scalar(envelope.get("code"))
-    laravel_errors = envelope.get("errors")
-    if isinstance(laravel_errors, Mapping) and "fields" not in fields.details:
-        fields.details["fields"] = dict(laravel_errors)
-
-
 def error_from_response(
     status: int,
     body: bytes,
@@ -728,55 +688,34 @@ def error_from_response(
 ) -> APIError:
     """Decode an error response into the right `APIError` subclass. Never raises.
 
-    Understands Makini's envelope ``{"error": {code, type, message, request_id, details}}``,
-    Laravel's ``{"message", "errors"}``, a bare ``{"message"}``, an ``{"error": "text"}``, and
-    anything else (empty, HTML, invalid UTF-8, truncated JSON), whose text becomes a bounded
-    snippet. Any of ``secrets`` found in the body is redacted before it is kept.
+    The class comes from the status and the code (`error_class_for`); the fields from whatever
+    shape the body has (see `makini_async._error_body`: Makini's envelope, RFC 9457 problem
+    details, Laravel, OAuth 2.0, bare messages, text, HTML, empty). Each of ``secrets`` found
+    in the body is redacted from every field kept; messages lose their control characters, and
+    request ids, codes and types that are not printable are dropped. The body's request id wins
+    over the header's.
     """
-    if secrets:
-        body = scrub_bytes(body, secrets)
-    fields = _Fields(request_id)
-    envelope = _decode_json_object(body)
-    if envelope is not None:
-        _read_envelope(envelope, fields)
-    text = _body_text(body)
-    message = _clean(fields.message, secrets, MESSAGE_LIMIT)
+    said = read_error_body(body)
+    code = short_field(said.code, secrets)
     if 300 <= status <= 399:  # noqa: PLR2004 - the 3xx range
+        # A redirect's body is no error envelope: whatever it holds, it names no error.
         message = f"The server answered {status} (a redirect); makini_async never follows redirects"
-    elif message is None:
-        message = _first_line(text) if envelope is None else None
+        code = None
+    else:
+        message = one_line(said.message or "", secrets, MESSAGE_LIMIT)
         message = message or f"HTTP {status} with no error message"
-    code = _clean(fields.code, secrets, _SHORT_FIELD_LIMIT)
-    details = fields.details
-    if secrets:
-        text = scrub(text, secrets)
-        details = _scrub_obj(details, secrets)  # type: ignore[assignment] # same shape back
+    details = said.details
+    if secrets and details:
+        details = scrub_obj(details, secrets)  # type: ignore[assignment] # same shape back
     return error_class_for(status, code)(
         message,
         status=status,
         code=code,
-        type=_clean(fields.type, secrets, _SHORT_FIELD_LIMIT),
-        request_id=_clean(fields.request_id, secrets, _SHORT_FIELD_LIMIT),
+        type=short_field(said.type, secrets),
+        request_id=short_field(said.request_id, secrets) or short_field(request_id, secrets),
         details=details,
-        body=text,
+        body=snippet(body, secrets, BODY_SNIPPET_LIMIT),
         retry_after=retry_after,
         method=method,
         path=path,
     )
-
-
-def _first_line(text: str) -> str | None:
-    """A short human summary of a non-JSON body: HTML title or first non-empty line."""
-    lowered = text.lower()
-    start = lowered.find("<title>")
-    if start != -1:
-        end = lowered.find("</title>", start)
-        if end != -1:
-            title = " ".join(text[start + 7 : end].split())
-            if title:
-                return title[:MESSAGE_LIMIT]
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("<"):
-            return stripped[:MESSAGE_LIMIT]
-    return None

@@ -27,6 +27,7 @@ import attrs
 
 from ._channel import ConnectionState
 from ._errors import RequestTimeoutError
+from ._transport import check_seconds
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -169,9 +170,9 @@ class FanOut(AsyncIterator[Outcome[T]]):
         return self
 
     async def __anext__(self) -> Outcome[T]:
-        if self._closed:
-            raise StopAsyncIteration
         while True:
+            if self._closed:
+                raise StopAsyncIteration
             self._admit()
             if self._ready:
                 return self._ready.popleft()
@@ -320,7 +321,9 @@ class FanOut(AsyncIterator[Outcome[T]]):
             list(self._running), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         for task in done:
-            self._finish(task)
+            # `aclose` (from another task) may have taken the jobs over while this one waited.
+            if task in self._running:
+                self._finish(task)
 
     def _finish(self, task: asyncio.Task[T]) -> None:
         lane, item, started = self._running.pop(task)
@@ -366,13 +369,7 @@ class FanOut(AsyncIterator[Outcome[T]]):
 
 
 def _check_seconds(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of seconds, or None")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
-    return float(value)
+    return None if value is None else check_seconds(name, value)
 
 
 def fan_out(
@@ -389,9 +386,13 @@ def fan_out(
     """A `FanOut` of ``fn`` over ``connections`` (each with its rate-limit pause probe).
 
     Raises:
-        TypeError: ``timeout`` or ``deadline`` is not a number.
-        ValueError: ``concurrency`` or ``per_connection`` below 1, or a limit not > 0.
+        TypeError: ``fn`` is not callable, ``items`` is not iterable, or ``timeout`` or
+            ``deadline`` is not a number.
+        ValueError: ``concurrency`` or ``per_connection`` below 1, or a limit not > 0, not
+            finite or over `MAX_SECONDS`.
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be an async callable, not {type(fn).__name__}")
     for name, value in (("concurrency", concurrency), ("per_connection", per_connection)):
         if type(value) is not int or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")

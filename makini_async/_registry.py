@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import platform
+import re
 import ssl as ssl_module
 import sys
 import warnings
@@ -17,9 +18,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
+from typing import Final, Self, TypeVar, overload
 
 import aiohttp
+from yarl import URL
 
 from ._bodies import DEFAULT_MAX_UPLOAD_SIZE
 from ._budget import LocalRateBudget, RateBudget
@@ -32,11 +34,14 @@ from ._errors import ConnectionNotFoundError, RegistryClosedError
 from ._fanout import FanOut, fan_out
 from ._instrument import Instrument
 from ._retry import RetryPolicy
-from ._transport import DEFAULT_MAX_RESPONSE_SIZE, Timeouts, Transport
+from ._transport import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    MAX_SECONDS,
+    Timeouts,
+    Transport,
+    check_seconds,
+)
 from ._types import Clock, SystemClock
-
-if TYPE_CHECKING:
-    from yarl import URL
 
 __all__ = ["DEFAULT_BASE_URL", "ConnectionRegistry"]
 
@@ -57,12 +62,140 @@ def _default_user_agent() -> str:
     return f"makini-async/{ours} ({py}; aiohttp {aiohttp.__version__})"
 
 
-def _is_http_url(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(("https://", "http://"))
+# What each seam must offer: a wrong object fails here, not at its first use in a call.
+_SEAMS: Final[dict[str, tuple[str, ...]]] = {
+    "clock": ("monotonic", "time", "sleep"),
+    "budget": ("admit", "observe", "paused_for", "forget", "aclose"),
+    "credentials": ("install", "renew", "forget", "aclose"),
+}
+# Visible ASCII, spaces only inside: a header value that reaches the server as given.
+_USER_AGENT: Final = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_BAD_IN_URL: Final = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 def _positive_int(value: object) -> bool:
     return type(value) is int and value >= 1
+
+
+def _check_base_url(base_url: object) -> str:
+    """The API origin (and optional path prefix), without a trailing slash.
+
+    Raises:
+        TypeError: Not a str.
+        ValueError: Not an http(s) URL with a host, or one that carries credentials, a query,
+            a fragment, or a path that yarl would send differently from how it is written.
+    """
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a str, not {type(base_url).__name__}")
+    if not base_url.startswith(("https://", "http://")):
+        raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if not base_url.isascii() or _BAD_IN_URL.search(base_url):
+        raise ValueError(
+            f"base_url must be ASCII without spaces, controls or backslashes, got {base_url!r}"
+        )
+    if "?" in base_url or "#" in base_url or "@" in base_url:
+        raise ValueError("base_url must not carry a query, a fragment or credentials")
+    trimmed = base_url.rstrip("/")
+    try:
+        url = URL(trimmed)
+        port = url.port
+    except ValueError:
+        raise ValueError(f"base_url is not a valid URL (host or port), got {base_url!r}") from None
+    if not url.host or port is None:
+        raise ValueError(f"base_url must name a host, got {base_url!r}")
+    path = trimmed.partition("://")[2].partition("/")[2]
+    if url.raw_path.lstrip("/") != path:
+        raise ValueError(
+            f"base_url's path would be sent as {url.raw_path!r}: write it as it must be sent"
+        )
+    return trimmed
+
+
+def _check_close_timeout(name: str, value: object) -> float:
+    """Seconds to let in-flight calls finish at close: a finite number >= 0.
+
+    Raises:
+        TypeError: Not a number.
+        ValueError: Negative, not finite, or over `MAX_SECONDS`.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    try:
+        return check_seconds(name, value)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a finite number of seconds >= 0 (at most {MAX_SECONDS:.0e})"
+        ) from None
+
+
+def _check_strict(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"strict must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _check_seam(name: str, value: object) -> None:
+    missing = [method for method in _SEAMS[name] if not callable(getattr(value, method, None))]
+    if missing:
+        raise TypeError(
+            f"{name} must provide {', '.join(_SEAMS[name])}; a {type(value).__name__} lacks "
+            f"{', '.join(missing)}"
+        )
+
+
+def _check_plugins(
+    instruments: object, trace_configs: object
+) -> tuple[Sequence[Instrument], Sequence[aiohttp.TraceConfig]]:
+    """The instruments and trace configs, each a sequence of the right objects.
+
+    Raises:
+        TypeError: Not a sequence (a str is not one here), or an item of the wrong kind.
+    """
+    for name, given in (("instruments", instruments), ("trace_configs", trace_configs)):
+        if not isinstance(given, Sequence) or isinstance(given, str | bytes):
+            raise TypeError(f"{name} must be a sequence, not {type(given).__name__}")
+    assert isinstance(instruments, Sequence)  # noqa: S101 - narrowed by the loop above
+    assert isinstance(trace_configs, Sequence)  # noqa: S101
+    for instrument in instruments:
+        if not callable(getattr(instrument, "call_started", None)):
+            raise TypeError(
+                f"instruments must provide call_started(); a {type(instrument).__name__} does not"
+            )
+    for trace in trace_configs:
+        if not isinstance(trace, aiohttp.TraceConfig):
+            raise TypeError(
+                f"trace_configs must hold aiohttp.TraceConfig, not {type(trace).__name__}"
+            )
+    return instruments, trace_configs
+
+
+def _check_connection_options(
+    *, proxy: object, trust_env: object, user_agent: object, ssl: object
+) -> None:
+    """Check the transport's options (the proxy, the User-Agent, TLS, the environment).
+
+    Raises:
+        TypeError: An option of the wrong type.
+        ValueError: A proxy that is not an http(s) URL, or a User-Agent that cannot be sent
+            as given (controls, non-ASCII text, spaces at either end, empty).
+    """
+    if proxy is not None:
+        if not isinstance(proxy, str | URL):
+            raise TypeError(f"proxy must be a str, a yarl.URL or None, not {type(proxy).__name__}")
+        if not str(proxy).startswith(("http://", "https://")):
+            raise ValueError("proxy must be an http(s) URL")
+    if not isinstance(trust_env, bool):
+        raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+    if user_agent is not None:
+        if not isinstance(user_agent, str):
+            raise TypeError(f"user_agent must be a str, not {type(user_agent).__name__}")
+        if not _USER_AGENT.fullmatch(user_agent):
+            raise ValueError(
+                "user_agent must be visible ASCII, with spaces only between words "
+                f"(it is sent as the User-Agent header), got {user_agent!r}"
+            )
+    if not isinstance(ssl, ssl_module.SSLContext | bool):
+        raise TypeError("ssl must be True, False or an ssl.SSLContext")
 
 
 class _State(enum.Enum):
@@ -111,6 +244,9 @@ class ConnectionRegistry:
         budget: When each connection may send (default: a `LocalRateBudget` on ``clock``).
         credentials: Where tokens and their generations live (default: `MemoryCredentials`).
         instruments: Told of every call (`Instrument`): tracing, metrics.
+        strict: Decode typed records strictly: a value that does not fit its field's declared
+            type raises `ResponseDecodeError` naming the field, instead of reading None with
+            the value kept in the record's ``invalid``. Each typed call may say otherwise.
 
     Raises:
         TypeError: Bad argument types.
@@ -141,12 +277,11 @@ class ConnectionRegistry:
         budget: RateBudget | None = None,
         credentials: CredentialSource | None = None,
         instruments: Sequence[Instrument] = (),
+        strict: bool = False,
     ) -> None:
         self._state = _State.UNOPENED
-        if not _is_http_url(base_url):
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
-        if "?" in base_url or "#" in base_url or "@" in base_url:
-            raise ValueError("base_url must not carry a query, a fragment or credentials")
+        self._strict = _check_strict(strict)
+        origin = _check_base_url(base_url)
         for name, value in (
             ("limit", limit),
             ("max_response_size", max_response_size),
@@ -162,13 +297,20 @@ class ConnectionRegistry:
                 raise ValueError(f"{name} must be an int >= 1 or None, got {optional!r}")
         if on_reconnect is not None and not callable(on_reconnect):
             raise TypeError("on_reconnect must be an async callable or None")
-        if not isinstance(ssl, ssl_module.SSLContext | bool):
-            raise TypeError("ssl must be True, False or an ssl.SSLContext")
+        _check_connection_options(proxy=proxy, trust_env=trust_env, user_agent=user_agent, ssl=ssl)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy or None, not {type(retry).__name__}")
+        if timeouts is not None and not isinstance(timeouts, Timeouts):
+            raise TypeError(f"timeouts must be a Timeouts or None, not {type(timeouts).__name__}")
+        for seam, given in (("clock", clock), ("budget", budget), ("credentials", credentials)):
+            if given is not None:
+                _check_seam(seam, given)
+        instruments, trace_configs = _check_plugins(instruments, trace_configs)
         policy = retry if retry is not None else RetryPolicy()
         the_clock: Clock = clock if clock is not None else SystemClock()
         the_timeouts = timeouts if timeouts is not None else Timeouts()
-        self.base_url = base_url.rstrip("/")
-        self._close_timeout = close_timeout
+        self.base_url = origin
+        self._close_timeout = _check_close_timeout("close_timeout", close_timeout)
         self._limit_per_connection = limit_per_connection
         self._on_reconnect = on_reconnect
         self._listeners = Listeners()
@@ -242,23 +384,34 @@ class ConnectionRegistry:
         credential source are closed too. Idempotent.
 
         Args:
-            timeout: Seconds to wait for in-flight calls.
+            timeout: Seconds to wait for in-flight calls (0: cancel them at once).
+
+        Raises:
+            TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is negative, not finite, or over `MAX_SECONDS`.
 
         .. versionadded:: 0.1.0
         """
         if self._state is _State.CLOSED:
             return
+        wait = self._close_timeout if timeout is None else _check_close_timeout("timeout", timeout)
         self._state = _State.CLOSED
-        await self._engine.aclose(self._close_timeout if timeout is None else timeout)
-        for _, channel in self._connections.values():
-            channel.close()
-        await self._credentials.aclose()
-        await self._budget.aclose()
-        await self._transport.aclose()
+        try:
+            await self._engine.aclose(wait)
+        finally:
+            # Also when the wait is cancelled (a timeout around `async with`): a second aclose()
+            # returns at once, so this is the only chance to close the sessions and the pool.
+            for _, channel in self._connections.values():
+                channel.close()
+            await self._credentials.aclose()
+            await self._budget.aclose()
+            await self._transport.aclose()
 
     def __del__(self) -> None:
+        # getattr: a constructor that failed (even on its signature) leaves no attributes.
         transport = getattr(self, "_transport", None)
-        if self._state is not _State.CLOSED and transport is not None and transport.started:
+        state = getattr(self, "_state", _State.CLOSED)
+        if state is not _State.CLOSED and transport is not None and transport.started:
             warnings.warn(
                 f"Unclosed {self!r}: use 'async with ConnectionRegistry()' or await aclose()",
                 ResourceWarning,
@@ -314,7 +467,7 @@ class ConnectionRegistry:
             listeners=self._listeners,
             slots=self._limit_per_connection,
         )
-        connection = Connection(channel, self._engine)
+        connection = Connection(channel, self._engine, strict=self._strict)
         self._connections[connection_id] = (connection, channel)
         return connection
 
@@ -430,7 +583,10 @@ class ConnectionRegistry:
                 listeners=self._listeners,
                 slots=self._limit_per_connection,
             )
-            self._tokenless = (TokenlessChannel(channel, self._engine), channel)
+            self._tokenless = (
+                TokenlessChannel(channel, self._engine, strict=self._strict),
+                channel,
+            )
         return self._tokenless[0]
 
     @property
@@ -510,7 +666,8 @@ class ConnectionRegistry:
 
         Raises:
             ConnectionNotFoundError: A connection is not registered here.
-            TypeError: ``timeout`` or ``deadline`` is not a number.
+            TypeError: ``fn`` is not callable, a connection is neither a `Connection` nor an
+                id, or ``timeout`` or ``deadline`` is not a number.
             ValueError: ``concurrency`` or ``per_connection`` below 1, or ``timeout`` or
                 ``deadline`` not > 0.
 
@@ -519,6 +676,10 @@ class ConnectionRegistry:
         chosen: list[tuple[Connection, Channel]] = []
         seen: set[str] = set()
         for entry in self if connections is None else connections:
+            if not isinstance(entry, str | Connection):
+                raise TypeError(
+                    f"connections must hold Connections or their ids, not {type(entry).__name__}"
+                )
             connection = self.get(entry) if isinstance(entry, str) else entry
             registered = self._connections.get(connection.id)
             if registered is None or registered[0] is not connection:

@@ -11,13 +11,16 @@ if TYPE_CHECKING:
     from ._transport import Timeouts
     from ._types import Clock
 
-__all__ = ["Requester"]
+__all__ = ["Requester", "decodes_strictly"]
 
 
 class Requester(Protocol):
     """What a service needs from a connection: its clock and its ``request`` method.
 
-    `Connection` is one; a test double or a wrapper (adding headers, say) can be another.
+    `Connection` is one; a test double or a wrapper (adding headers, say) can be another. A
+    requester may also have a ``strict`` attribute (`Connection` has, from its registry): when
+    it is True, the services' calls decode records strictly by default (see
+    `decodes_strictly`); a requester without one decodes tolerantly.
 
     .. versionadded:: 0.1.0
     """
@@ -44,3 +47,17 @@ class Requester(Protocol):
     ) -> APIResponse:
         """Send one request; see `Connection.request`."""
         ...
+
+
+def decodes_strictly(requester: Requester) -> bool:
+    """Whether the calls of ``requester`` decode records strictly when the call does not say.
+
+    Args:
+        requester: A connection, or any other `Requester`.
+
+    Returns:
+        Its ``strict`` attribute when that is True; False otherwise (also when it has none).
+
+    .. versionadded:: 0.1.0
+    """
+    return getattr(requester, "strict", False) is True

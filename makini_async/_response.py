@@ -37,11 +37,22 @@ class RateLimit:
 
 
 def int_header(headers: Mapping[str, str], name: str) -> int | None:
-    """A header holding a non-negative decimal integer, or None when absent or malformed."""
-    value = headers.get(name)
-    if value is None:
+    """A header holding a non-negative decimal integer, or None when absent or malformed.
+
+    The value is ``1*DIGIT`` (ASCII digits, at most 20). A header sent more than once, or as a
+    comma-separated list (RFC 9110 section 5.3 lets an intermediary join repeated lines), is
+    taken only when every value is the same number: anything else is ambiguous, and ignored.
+    """
+    getall = getattr(headers, "getall", None)
+    lines: list[str] = getall(name, []) if getall is not None else []
+    if getall is None and name in headers:
+        lines = [headers[name]]
+    if not lines:
         return None
-    value = value.strip()
+    values = {part.strip() for line in lines for part in line.split(",")}
+    if len(values) != 1:
+        return None
+    value = values.pop()
     if not (value.isascii() and value.isdigit() and len(value) <= _INT_HEADER_MAX):
         return None
     return int(value)

@@ -3,18 +3,70 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
-from email.utils import parsedate_to_datetime
+import re
+from collections.abc import Generator, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import attrs
 import backoff
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["RetryPolicy", "parse_retry_after", "retry_after_of"]
 
 # A Retry-After longer than this many characters is garbage (and int() of 5000 digits raises).
 _RETRY_AFTER_MAX_CHARS: Final = 40
-_WEEKDAYS: Final = frozenset({"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"})
+_WEEKDAYS: Final = frozenset(
+    {
+        *("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+        *("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+    }
+)
+_MONTHS: Final = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+# Hours east of GMT. HTTP-dates are GMT; RFC 5322's zones (and UTC, Z) are honoured as well.
+_ZONES: Final = {
+    "gmt": 0,
+    "ut": 0,
+    "utc": 0,
+    "z": 0,
+    "est": -5,
+    "edt": -4,
+    "cst": -6,
+    "cdt": -5,
+    "mst": -7,
+    "mdt": -6,
+    "pst": -8,
+    "pdt": -7,
+}
+_TIME: Final = r"(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)"
+_ZONE: Final = r"(?P<zone>[a-z]{1,3}|[+-]\d{4})"
+# RFC 9110 section 5.6.7: recipients must accept all three forms. Beyond the grammar, names are
+# compared without regard to case, either weekday spelling and a two-digit year are taken in
+# any form, runs of spaces stand for one, and a zone other than GMT is honoured: a date that is
+# slightly off still says how long the server wants us to wait, and ignoring it would retry
+# inside the window.
+_IMF_FIXDATE: Final = re.compile(
+    rf"(?P<weekday>[a-z]{{3,9}}), +(?P<day>\d\d?) +(?P<month>[a-z]{{3}}) +(?P<year>\d\d(?:\d\d)?)"
+    rf" +{_TIME} +{_ZONE}",
+    re.ASCII | re.IGNORECASE,
+)
+_RFC850_DATE: Final = re.compile(
+    rf"(?P<weekday>[a-z]{{3,9}}), +(?P<day>\d\d?)-(?P<month>[a-z]{{3}})-(?P<year>\d\d(?:\d\d)?)"
+    rf" +{_TIME} +{_ZONE}",
+    re.ASCII | re.IGNORECASE,
+)
+_ASCTIME_DATE: Final = re.compile(
+    rf"(?P<weekday>[a-z]{{3,9}}) +(?P<month>[a-z]{{3}}) +(?P<day>\d\d?) +{_TIME}"
+    rf" +(?P<year>\d{{4}})(?: +{_ZONE})?",
+    re.ASCII | re.IGNORECASE,
+)
+# RFC 9110: a two-digit year more than 50 years ahead is the same year a century earlier.
+_RFC850_WINDOW: Final = 50
+_LEAP_SECOND: Final = 60
 
 
 def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -74,12 +126,16 @@ class RetryPolicy:
             yield backoff.full_jitter(ceiling)
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:  # noqa: PLR0911
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header; None when absent or invalid.
 
-    Accepts delta-seconds (ASCII digits only) and an HTTP-date; a date in the past is 0.
-    Anything else (negative, fractional, ``nan``, full-width digits, huge numbers, garbage)
-    is ignored, so that normal backoff applies. Never raises.
+    RFC 9110 section 10.2.3: delay-seconds (``1*DIGIT``, ASCII digits only) or an HTTP-date in
+    any of the three forms of section 5.6.7 (IMF-fixdate ``Sun, 06 Nov 1994 08:49:37 GMT``,
+    RFC 850 ``Sunday, 06-Nov-94 08:49:37 GMT``, asctime ``Sun Nov  6 08:49:37 1994``); a
+    date in the past is 0. Names in any case and RFC 5322 zones (``+0100``, ``EST``) are
+    honoured too. Anything else (negative, fractional, ``nan``, full-width digits, more than
+    40 characters, an unknown weekday, month or zone, an impossible date) is ignored, so that
+    normal backoff applies. Never raises.
 
     Args:
         value: The raw header value.
@@ -92,17 +148,66 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:  # noqa
         return None
     if value.isdigit():
         return float(int(value))
-    weekday, comma, _ = value.partition(",")
-    if comma and weekday.strip() not in _WEEKDAYS:
+    when = _http_date(value, now)
+    if when is None:
+        return None
+    return max(0.0, when - now)
+
+
+def retry_after_of(values: Iterable[str], *, now: float) -> float | None:
+    """`parse_retry_after` over every ``Retry-After`` field line a response carried.
+
+    The header is a single value; a response that repeats it is taken at its longest valid
+    wait, since waiting too little is what the header exists to prevent.
+    """
+    waits = [w for w in (parse_retry_after(v, now=now) for v in values) if w is not None]
+    return max(waits, default=None)
+
+
+def _http_date(value: str, now: float) -> float | None:
+    """The Unix time of an HTTP-date in any of RFC 9110's three forms, or None."""
+    match = (
+        _IMF_FIXDATE.fullmatch(value)
+        or _RFC850_DATE.fullmatch(value)
+        or _ASCTIME_DATE.fullmatch(value)
+    )
+    if match is None:
+        return None
+    fields = match.groupdict()
+    month = _MONTHS.get(fields["month"].lower())
+    if month is None or fields["weekday"].lower() not in _WEEKDAYS:
+        return None
+    zone = (fields["zone"] or "gmt").lower()
+    if zone[0] in "+-":
+        east = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:]))
+        east = -east if zone[0] == "-" else east
+    elif zone in _ZONES:
+        east = timedelta(hours=_ZONES[zone])
+    else:
         return None
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+        return (_utc(fields, month, now) - east).timestamp()
+    except (ValueError, OverflowError, OSError):  # day 31 of a 30-day month, hour 24...
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a date without a zone is not one
-        return None
-    try:
-        delta = when.timestamp() - now
-    except (OverflowError, OSError, ValueError):
-        return None
-    return max(0.0, delta)
+
+
+def _utc(fields: dict[str, str], month: int, now: float) -> datetime:
+    """The date and time of day, read as UTC (the zone is applied by the caller)."""
+    year = int(fields["year"])
+    if len(fields["year"]) == 2:  # noqa: PLR2004 - RFC 850's two-digit year
+        this_year = datetime.fromtimestamp(now, UTC).year
+        year += this_year - this_year % 100
+        if year > this_year + _RFC850_WINDOW:
+            year -= 100
+    second = int(fields["second"])
+    if second == _LEAP_SECOND:  # 23:59:60 is taken as the second before
+        second -= 1
+    return datetime(
+        year,
+        month,
+        int(fields["day"]),
+        int(fields["hour"]),
+        int(fields["minute"]),
+        second,
+        tzinfo=UTC,
+    )

@@ -8,7 +8,9 @@ size cap, and translates every aiohttp and socket exception into a `TransportErr
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import math
 import ssl as ssl_module
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
@@ -28,20 +30,46 @@ from ._errors import (
     TransportError,
 )
 
-__all__ = ["RawResponse", "Timeouts", "Transport"]
+__all__ = ["MAX_SECONDS", "RawResponse", "Timeouts", "Transport", "check_seconds"]
 
 logger: Final = logging.getLogger("makini_async")
+
+# aiohttp warns (ResourceWarning) when given more raw bytes than this; a BytesIO streams them.
+_BYTES_BODY_MAX: Final = 1024 * 1024
 
 #: Default cap on a response body, after decompression.
 DEFAULT_MAX_RESPONSE_SIZE: Final = 32 * 1024 * 1024
 
 
-def _positive_or_none(
-    _instance: object, attribute: attrs.Attribute[float], value: float | None
-) -> None:
-    if value is not None and not value > 0:
-        msg = f"Timeouts.{attribute.name} must be > 0 or None, got {value!r}"
-        raise ValueError(msg)
+#: The longest duration any timeout or deadline may be (about 31 years): anything longer is a
+#: mistake, and the sums of such limits must stay finite floats.
+MAX_SECONDS: Final = 1e9
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A duration argument as a float: a real number of seconds, > 0, finite, <= `MAX_SECONDS`.
+
+    Raises:
+        TypeError: Not an int or a float (a bool is neither).
+        ValueError: Not > 0, not finite, or longer than `MAX_SECONDS`.
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not 0 < seconds <= MAX_SECONDS:  # also refuses nan
+        # repr() of an int of thousands of digits raises: show such a value by its size.
+        huge = isinstance(value, int) and math.isinf(seconds)
+        shown = f"an int of {int(value).bit_length()} bits" if huge else repr(value)
+        raise ValueError(f"{name} must be > 0 and at most {MAX_SECONDS:.0e} seconds, got {shown}")
+    return seconds
+
+
+def _seconds_or_none(_instance: object, attribute: attrs.Attribute[float], value: object) -> None:
+    if value is not None:
+        check_seconds(f"Timeouts.{attribute.name}", value)
 
 
 @attrs.frozen
@@ -58,13 +86,17 @@ class Timeouts:
         total: The hard cap on one attempt, from pool wait to the last body byte.
         pool: Waiting for a free connection in the shared pool.
 
+    Raises:
+        TypeError: A limit that is neither a number nor None.
+        ValueError: A limit that is not > 0, not finite, or over `MAX_SECONDS`.
+
     .. versionadded:: 0.1.0
     """
 
-    connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
-    read: float | None = attrs.field(default=60.0, validator=_positive_or_none)
-    total: float | None = attrs.field(default=120.0, validator=_positive_or_none)
-    pool: float | None = attrs.field(default=30.0, validator=_positive_or_none)
+    connect: float | None = attrs.field(default=10.0, validator=_seconds_or_none)
+    read: float | None = attrs.field(default=60.0, validator=_seconds_or_none)
+    total: float | None = attrs.field(default=120.0, validator=_seconds_or_none)
+    pool: float | None = attrs.field(default=30.0, validator=_seconds_or_none)
 
 
 def _client_timeout(timeouts: Timeouts, total: float | None = None) -> aiohttp.ClientTimeout:
@@ -410,7 +442,7 @@ class Transport:
                 method,
                 url,
                 params=params,
-                data=body,
+                data=body if body is None or len(body) <= _BYTES_BODY_MAX else io.BytesIO(body),
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,

@@ -904,3 +904,23 @@ class TestSecrets:
         upload = Upload(canary.encode(), filename="a.txt", content_type="text/plain")
         assert repr(upload) == "Upload(filename='a.txt', content_type='text/plain')"
         assert_no_leak(canary, objects=[upload])
+
+
+class TestLargeBodies:
+    async def test_a_body_over_a_mebibyte_is_sent_whole_without_a_warning(
+        self, app_server: StartApp, make_registry: MakeRegistry
+    ) -> None:
+        """A 3 MiB body reaches the server byte for byte, and aiohttp has nothing to warn about."""
+        received: list[bytes] = []
+
+        async def handler(request: web.Request) -> web.Response:
+            received.append(await request.read())
+            return web.json_response({"data": {}})
+
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/x", handler)
+        conn = make_registry(await app_server(app)).add("c", "tok")
+        content = bytes(range(256)) * (3 * 4096)
+        await conn.request("POST", "/x", files={"file": Upload(content, filename="big.bin")})
+        assert len(received) == 1
+        assert content in received[0]

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
+from datetime import UTC, datetime
 
 import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 import makini_async as m
 from makini_async import RetryPolicy
 from makini_async._retry import parse_retry_after
 from makini_async.testing import VirtualClock
-from tests.support import MakeRegistry, Reply, ScriptedApp, error_reply
+from tests.support import MakeRegistry, Reply, ScriptedApp, StartApp, error_reply
 
-NOW = 1_800_000_000.0
+NOW = 1_800_000_000.0  # Fri, 15 Jan 2027 08:00:00 GMT
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(when: float, form: str) -> str:
+    """``when`` in one of RFC 9110's three HTTP-date forms (locale-independent)."""
+    d = datetime.fromtimestamp(when, UTC)
+    day, month, clock = _DAYS[d.weekday()], _MONTHS[d.month - 1], f"{d:%H:%M:%S}"
+    if form == "imf":
+        return f"{day[:3]}, {d.day:02d} {month} {d.year} {clock} GMT"
+    if form == "rfc850":
+        return f"{day}, {d.day:02d}-{month}-{d.year % 100:02d} {clock} GMT"
+    return f"{day[:3]} {month} {d.day:2d} {clock} {d.year}"  # asctime
 
 
 class TestParseRetryAfter:
@@ -36,11 +55,68 @@ class TestParseRetryAfter:
             ("Zun, 06 Nov 1994 08:49:37 GMT", None),
             ("Sun, 06 Nov 100000 08:49:37 GMT", None),
             ("soon", None),
+            # RFC 9110 section 5.6.7: the obsolete forms must be accepted too.
+            (http_date(NOW + 3, "rfc850"), 3.0),
+            (http_date(NOW + 4, "asctime"), 4.0),
+            ("Fri Jan 15 08:00:05 2027", 5.0),
+            ("Fri Jan  5 08:00:05 2027", 0.0),  # asctime pads a one-digit day with a space
+            ("Friday, 15-Jan-27 08:00:06 GMT", 6.0),
+            ("fri, 15 jan 2027 08:00:07 gmt", 7.0),  # names in any case
+            ("Fri, 15 Jan 2027 09:00:08 +0100", 8.0),  # RFC 5322's numeric zone
+            ("Sunday, 06-Nov-94 08:49:37 GMT", 0.0),  # 1994, in the past
+            ("Sun Nov  6 08:49:37 1994", 0.0),
+            # Slightly off, but they still say how long to wait.
+            ("Fri, 15 Jan 2027 03:00:09 EST", 9.0),
+            ("Fri, 15 Jan 2027 08:00:10 UTC", 10.0),
+            ("Fri, 15-Jan-27 08:00:11 GMT", 11.0),
+            ("Friday, 15 Jan 2027 08:00:12 GMT", 12.0),
+            ("Fri Jan 15 08:00:13 2027 GMT", 13.0),
+            ("Fri, 15 Jan 27 08:00:14 GMT", 14.0),  # RFC 850's two-digit year
+            # Not dates.
+            ("Fri, 15 Jan 2027 08:00:09", None),  # no zone
+            ("Fri, 15 Jan 2027 08:00:09 XYZ", None),
+            ("Fri, 31 Feb 2027 08:00:00 GMT", None),
+            ("Fri, 15 Jan 2027 24:00:00 GMT", None),
+            ("Fri, 15 Jan 2027 08:00:61 GMT", None),
+            ("Fri, 15 Foo 2027 08:00:00 GMT", None),
+            ("Fridays, 15-Jan-27 08:00:00 GMT", None),
+            ("Fri Jan 15 08:00:00 27", None),
         ],
     )
     def test_values(self, value: str | None, expected: float | None) -> None:
         """Valid delta-seconds and HTTP-dates parse; everything else is ignored, never raised."""
         assert parse_retry_after(value, now=NOW) == expected
+
+    def test_two_digit_years_stay_within_fifty_years(self) -> None:
+        """An RFC 850 year more than 50 years ahead is read a century earlier (RFC 9110)."""
+        # In 2027, "76" is 2076 (49 years ahead) and "78" is 1978, long past.
+        ahead = parse_retry_after("Sunday, 01-Nov-76 00:00:00 GMT", now=NOW)
+        assert ahead is not None
+        assert ahead > 40 * 365 * 86400
+        assert parse_retry_after("Tuesday, 01-Nov-78 00:00:00 GMT", now=NOW) == 0.0
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        when=st.integers(min_value=int(NOW) - 10**8, max_value=int(NOW) + 10**8),
+        form=st.sampled_from(["imf", "rfc850", "asctime"]),
+    )
+    def test_every_form_round_trips(self, when: int, form: str) -> None:
+        """Any second within three years, written in any of the three forms, reads back."""
+        assert parse_retry_after(http_date(when, form), now=NOW) == max(0.0, when - NOW)
+
+    @settings(max_examples=1500, deadline=None)
+    @given(
+        value=st.text(max_size=60)
+        | st.from_regex(r"[A-Za-z]{3,9}, [0-9]{1,2}[ -][A-Za-z]{3}[ -][0-9]{2,5} [0-9:]{8} \w+")
+    )
+    def test_never_raises(self, value: str) -> None:
+        """Any text gives None or a finite wait >= 0."""
+        wait = parse_retry_after(value, now=NOW)
+        assert wait is None or (wait >= 0 and math.isfinite(wait))
+
+    def test_a_leap_second_is_accepted(self) -> None:
+        """23:59:60 is a valid time of day in an HTTP-date."""
+        assert parse_retry_after("Fri, 15 Jan 2027 23:59:60 GMT", now=NOW) == 57599.0
 
 
 class TestPolicy:
@@ -178,6 +254,43 @@ class TestRetryAfter:
         await conn.request("GET", "/x")
         assert app.seen[1].at - app.seen[0].at >= 4.0
 
+    @pytest.mark.parametrize("form", ["imf", "rfc850", "asctime"])
+    async def test_every_http_date_form_is_a_floor(
+        self,
+        scripted: tuple[ScriptedApp, str],
+        make_registry: MakeRegistry,
+        clock: VirtualClock,
+        form: str,
+    ) -> None:
+        """A 503's Retry-After in any of RFC 9110's three date forms holds the retry back."""
+        app, url = scripted
+        date = http_date(int(clock.time()) + 5, form)
+        app.script.append(error_reply(503, "SYSTEM_UNAVAILABLE", **{"Retry-After": date}))
+        conn = make_registry(url).add("c", "t")
+        assert (await conn.request("GET", "/x")).status == 200
+        assert len(app.seen) == 2
+        assert app.seen[1].at - app.seen[0].at >= 4.0
+
+    async def test_a_repeated_retry_after_is_taken_at_its_longest(
+        self, app_server: StartApp, make_registry: MakeRegistry
+    ) -> None:
+        """Two Retry-After field lines: the retry waits for the longer one."""
+        arrivals: list[float] = []
+        clock = VirtualClock()
+
+        async def handler(_request: web.Request) -> web.Response:
+            arrivals.append(clock.monotonic())
+            if len(arrivals) > 1:
+                return web.json_response({"data": {}})
+            headers = CIMultiDict([("Retry-After", "1"), ("Retry-After", "9")])
+            return web.json_response({"error": {"code": "X"}}, status=429, headers=headers)
+
+        app = web.Application()
+        app.router.add_get("/x", handler)
+        conn = make_registry(await app_server(app), clock=clock).add("c", "t")
+        assert (await conn.request("GET", "/x")).status == 200
+        assert arrivals[1] - arrivals[0] >= 9.0
+
     async def test_too_long_retry_after_gives_up_at_once(
         self, scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
     ) -> None:
@@ -230,6 +343,43 @@ class TestRetryAfter:
         assert response.rate_limit == m.RateLimit(limit=600, remaining=599, reset=None)
         app.default = Reply()
         assert (await conn.request("GET", "/x")).rate_limit is None
+
+    @pytest.mark.parametrize(
+        ("lines", "remaining"),
+        [
+            pytest.param([("X-RateLimit-Remaining", "0, 0")], 0, id="joined-equal"),
+            pytest.param(
+                [("X-RateLimit-Remaining", "7"), ("X-RateLimit-Remaining", "7")], 7, id="repeated"
+            ),
+            pytest.param(
+                [("X-RateLimit-Remaining", "5"), ("X-RateLimit-Remaining", "0")],
+                None,
+                id="repeated-different",
+            ),
+            pytest.param([("X-RateLimit-Remaining", "5, 0")], None, id="joined-different"),
+            pytest.param([("X-RateLimit-Remaining", "+5")], None, id="sign"),
+            pytest.param([("X-RateLimit-Remaining", "5.0")], None, id="fraction"),
+            pytest.param([("X-RateLimit-Remaining", "\uff15")], None, id="full-width"),
+        ],
+    )
+    async def test_rate_limit_values_are_one_number(
+        self,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        lines: list[tuple[str, str]],
+        remaining: int | None,
+    ) -> None:
+        """X-RateLimit-* is 1*DIGIT; repeated or joined values count only when they agree."""
+
+        async def handler(_request: web.Request) -> web.Response:
+            headers = CIMultiDict([("X-RateLimit-Limit", "600"), *lines])
+            return web.json_response({"data": {}}, headers=headers)
+
+        app = web.Application()
+        app.router.add_get("/x", handler)
+        conn = make_registry(await app_server(app)).add("c", "t")
+        response = await conn.request("GET", "/x")
+        assert response.rate_limit == m.RateLimit(limit=600, remaining=remaining, reset=None)
 
     async def test_exhausted_budget_pauses_until_reset(
         self,

@@ -27,6 +27,7 @@ import pytest
 from aiohttp import web
 
 import makini_async as m
+from makini_async._redact import scrub
 from tests.support import MakeRegistry, StartApp, StartRaw, read_request
 
 # --------------------------------------------------------------------------------------------
@@ -605,6 +606,306 @@ class TestMalformedTokens:
         with pytest.raises(TypeError, match="str") as info:
             registry.add("c1", canary.encode())  # type: ignore[arg-type]
         assert_no_leak(canary, error=info.value, objects=[registry])
+
+
+# --------------------------------------------------------------------------------------------
+# Every token the connection has sent, in every sink, and nothing else redacted.
+
+
+class Recorder:
+    """An instrument that keeps every event of every call."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def call_started(self, event: m.CallStarted) -> Recorder:
+        self.events.append(event)
+        return self
+
+    def attempt_sent(self, event: m.AttemptSent) -> None:
+        self.events.append(event)
+
+    def response_received(self, event: m.ResponseReceived) -> None:
+        self.events.append(event)
+
+    def retry_scheduled(self, event: m.RetryScheduled) -> None:
+        self.events.append(event)
+
+    def gate_wait(self, event: m.GateWait) -> None:
+        self.events.append(event)
+
+    def reconnect_fired(self, event: m.ReconnectFired) -> None:
+        self.events.append(event)
+
+    def call_ended(self, event: m.CallEnded) -> None:
+        self.events.append(event)
+
+
+class TestEveryTokenSent:
+    async def test_a_token_replaced_while_the_call_is_in_flight(
+        self,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        logs: pytest.LogCaptureFixture,
+        canary: str,
+    ) -> None:
+        """A call sent with T1 that fails after update_token(T2) shows neither token."""
+        second = canary + "_gen2"
+        arrived = asyncio.Event()
+        release = asyncio.Event()
+
+        async def handler(request: web.Request) -> web.Response:
+            auth = request.headers.get("Authorization", "")
+            arrived.set()
+            await release.wait()
+            response = envelope(400, "INVALID_REQUEST", f"bad {auth}", seen=auth)
+            response.headers["X-Request-Id"] = f"req-{auth.removeprefix('Bearer ')}"
+            return response
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        registry = make_registry(await app_server(app))
+        conn = registry.add("c1", canary)
+        call = asyncio.create_task(conn.request("GET", "/api/assets"))
+        await arrived.wait()
+        registry.update_token("c1", second)
+        release.set()
+        error = await failure(call)
+        assert isinstance(error, m.InvalidRequestError)
+        assert "bad Bearer [REDACTED]" in error.message
+        assert_no_leak(canary, records=logs.records, error=error, objects=[registry, conn])
+
+    async def test_the_refused_token_echoed_by_the_replay(
+        self,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        logs: pytest.LogCaptureFixture,
+        canary: str,
+    ) -> None:
+        """After the hook's token replaces T1, an answer quoting T1 still shows no T1."""
+        second = "tok_NEXT_" + uuid.uuid4().hex
+
+        async def hook(_event: m.ReconnectEvent) -> str | None:
+            return second
+
+        async def handler(request: web.Request) -> web.Response:
+            if request.headers.get("Authorization") == f"Bearer {canary}":
+                return envelope(401, "TOKEN_EXPIRED", "expired")
+            return envelope(409, "CONFLICT", f"{canary} was replaced by {second}")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        registry = make_registry(await app_server(app), on_reconnect=hook)
+        conn = registry.add("c1", canary)
+        error = await failure(conn.request("GET", "/api/assets"))
+        assert isinstance(error, m.ConflictError)
+        assert error.message == "[REDACTED] was replaced by [REDACTED]"
+        assert_no_leak(canary, records=logs.records, error=error, objects=[registry, conn])
+        assert_no_leak(second, records=logs.records, error=error, objects=[registry, conn])
+
+
+class TestServerControlledHeaders:
+    @pytest.mark.parametrize("status", [200, 201, 204])
+    async def test_a_2xx_request_id_echoing_the_token(
+        self,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        logs: pytest.LogCaptureFixture,
+        canary: str,
+        status: int,
+    ) -> None:
+        """A 2xx whose X-Request-Id echoes the token: no DEBUG record, repr or event shows it."""
+        recorder = Recorder()
+
+        def reply(auth: str) -> web.Response:
+            headers = {"X-Request-Id": f"req-{auth.removeprefix('Bearer ')}"}
+            if status == 204:
+                return web.Response(status=204, headers=headers)
+            return web.json_response({"data": {}}, status=status, headers=headers)
+
+        echo = Echo(reply)
+        registry = make_registry(await echo.start(app_server), instruments=[recorder])
+        conn = registry.add("c1", canary)
+        response = await conn.request("GET", "/api/assets")
+        assert response.request_id == "req-[REDACTED]"
+        assert any(
+            r.levelno == logging.DEBUG and "req-[REDACTED]" in r.getMessage() for r in logs.records
+        )
+        assert_no_leak(
+            canary, records=logs.records, objects=[registry, conn, response, *recorder.events]
+        )
+
+    async def test_request_ids_with_control_characters_are_dropped(
+        self, raw_server: StartRaw, make_registry: MakeRegistry, logs: pytest.LogCaptureFixture
+    ) -> None:
+        """An X-Request-Id carrying escapes (log forging) is not kept, logged or raised."""
+        answers = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"X-Request-Id: req\x1b[2Jforged\r\nContent-Length: 2\r\n\r\n{}"
+            ),
+            (
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                b"X-Request-Id: req\x7fdel\r\nContent-Length: 2\r\n\r\n{}"
+            ),
+        ]
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while answers:
+                await read_request(reader)
+                writer.write(answers.pop(0))
+                await writer.drain()
+
+        conn = make_registry(await raw_server(handler)).add("c1", "tok_1")
+        response = await conn.request("GET", "/x")
+        assert response.request_id is None
+        error = await failure(conn.request("GET", "/x"))
+        assert isinstance(error, m.NotFoundError)
+        assert error.request_id is None
+        assert all(r.getMessage().isprintable() for r in logs.records)
+
+    async def test_a_content_type_echoing_the_token(
+        self,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        logs: pytest.LogCaptureFixture,
+        canary: str,
+    ) -> None:
+        """A 2xx whose Content-Type quotes the token fails typed, the token nowhere."""
+        echo = Echo(
+            lambda auth: web.Response(
+                status=200,
+                body=b"{}",
+                headers={"Content-Type": f"text/{auth.removeprefix('Bearer ')}"},
+            )
+        )
+        registry = make_registry(await echo.start(app_server))
+        conn = registry.add("c1", canary)
+        error = await failure(conn.request("GET", "/api/assets"))
+        assert isinstance(error, m.ResponseDecodeError)
+        assert "text/[REDACTED]" in str(error)
+        assert_no_leak(canary, records=logs.records, error=error, objects=[registry, conn])
+
+    async def test_a_too_large_body_with_an_echoing_request_id(
+        self,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        logs: pytest.LogCaptureFixture,
+        canary: str,
+    ) -> None:
+        """ResponseTooLargeError keeps the request id only redacted."""
+        echo = Echo(
+            lambda auth: web.json_response(
+                {"data": "x" * 500}, headers={"X-Request-Id": f"req-{auth}"}
+            )
+        )
+        registry = make_registry(await echo.start(app_server), max_response_size=100)
+        conn = registry.add("c1", canary)
+        error = await failure(conn.request("GET", "/api/assets"))
+        assert isinstance(error, m.ResponseTooLargeError)
+        assert error.request_id == "req-Bearer [REDACTED]"
+        assert_no_leak(canary, records=logs.records, error=error, objects=[registry, conn])
+
+    @pytest.mark.parametrize(
+        ("status", "extra"),
+        [
+            (200, {}),
+            (400, {}),
+            (401, {}),
+            (403, {}),
+            (404, {}),
+            (422, {}),
+            (429, {"Retry-After": "7200"}),
+            (429, {"Retry-After": "0"}),
+            (500, {}),
+            (503, {"Retry-After": "0"}),
+            (302, {"Location": "/elsewhere"}),
+        ],
+    )
+    async def test_no_log_record_at_any_level_quotes_the_token(
+        self,
+        *,
+        app_server: StartApp,
+        make_registry: MakeRegistry,
+        logs: pytest.LogCaptureFixture,
+        canary: str,
+        status: int,
+        extra: dict[str, str],
+    ) -> None:
+        """Every record the library writes, DEBUG included, is redacted like the errors."""
+        recorder = Recorder()
+
+        def reply(auth: str) -> web.Response:
+            token = auth.removeprefix("Bearer ")
+            body = {
+                "error": {"code": token, "message": token, "request_id": token},
+                "data": {"echo": token},
+            }
+            headers = {"X-Request-Id": token, "Content-Type": "application/json", **extra}
+            return web.Response(status=status, body=json.dumps(body), headers=headers)
+
+        echo = Echo(reply)
+        registry = make_registry(await echo.start(app_server), instruments=[recorder])
+        conn = registry.add("c1", canary)
+        try:
+            result: object = await conn.request("GET", "/api/assets")
+        except m.MakiniError as exc:
+            result = exc
+        assert logs.records
+        error = result if isinstance(result, BaseException) else None
+        objects = [registry, conn, *recorder.events, *([] if error else [result])]
+        assert_no_leak(canary, records=logs.records, error=error, objects=objects)
+
+
+class TestShortTokens:
+    @pytest.mark.parametrize(
+        ("text", "secret", "expected"),
+        [
+            ("The title is required", "t", "The title is required"),
+            ("Bearer t", "t", "Bearer [REDACTED]"),
+            ('{"token": "t"}', "t", '{"token": "[REDACTED]"}'),
+            ("t2 and t22 and xt2", "t2", "[REDACTED] and t22 and xt2"),
+            ("tok_1_old", "tok_1", "[REDACTED]_old"),
+            ("access_token%3D" + "k" * 16 + "&x", "k" * 16, "access_token%3D[REDACTED]&x"),
+            ("m" * 3 + "k" * 20 + "z", "k" * 20, "mmm[REDACTED]z"),
+        ],
+    )
+    def test_what_is_redacted(self, text: str, secret: str, expected: str) -> None:
+        """Long secrets go wherever they are; short ones only where they stand whole."""
+        assert scrub(text, (secret,)) == expected
+
+    async def test_a_one_letter_token_leaves_the_error_readable(
+        self, app_server: StartApp, make_registry: MakeRegistry
+    ) -> None:
+        """Token "t": the message, code, fields and request id of a 422 arrive intact."""
+        body = {
+            "error": {
+                "code": "VALIDATION_ERROR",
+                "message": "The title is required",
+                "request_id": "req_t1",
+                "details": {"fields": {"title": ["must not be empty"]}},
+            }
+        }
+        echo = Echo(lambda _auth: web.json_response(body, status=422))
+        conn = make_registry(await echo.start(app_server)).add("c1", "t")
+        error = await failure(conn.request("GET", "/api/assets"))
+        assert isinstance(error, m.ValidationError)
+        assert error.message == "The title is required"
+        assert error.code == "VALIDATION_ERROR"
+        assert error.request_id == "req_t1"
+        assert error.fields == {"title": ["must not be empty"]}
+
+    async def test_a_digit_token_does_not_break_the_json(
+        self, app_server: StartApp, make_registry: MakeRegistry
+    ) -> None:
+        """Token "1": the body is still read as JSON, numbers untouched, strings redacted."""
+        body = {"error": {"code": "INVALID_REQUEST", "message": "token 1 refused"}, "line": 1}
+        echo = Echo(lambda _auth: web.json_response(body, status=400))
+        conn = make_registry(await echo.start(app_server)).add("c1", "1")
+        error = await failure(conn.request("GET", "/api/assets"))
+        assert isinstance(error, m.InvalidRequestError)
+        assert error.code == "INVALID_REQUEST"
+        assert error.message == "token [REDACTED] refused"
 
 
 # --------------------------------------------------------------------------------------------

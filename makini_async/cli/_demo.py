@@ -8,6 +8,7 @@ an incremental sync picks up exactly what changed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sqlite3
 import tempfile
 from collections.abc import Awaitable
@@ -63,7 +64,8 @@ def _fresh_db(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        # Closed before the files are removed (a connection's own `with` only commits).
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             ours = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = ?", ("_makini_watermarks",)
             ).fetchone()

@@ -14,19 +14,17 @@ decoded dict and wraps it read-only on access. The functions are also registered
 the shared cattrs converter, so that ``converter.structure(data, WorkOrder)`` takes the same
 path.
 
-Decoding rules, for forward compatibility: unknown fields land in ``extra``; a level or status
-outside the known set stays a string; numbers may arrive as numeric strings; timestamps become
-timezone-aware datetimes from any ISO-8601 form (no offset: UTC); an empty object or string in a
-timestamp or number field reads as unset (Makini's generated examples send ``{}`` there); a
-lone string in a list-of-keys field reads as one key. Any other wrong type raises
-`RecordDecodeError` naming the path, which the resources turn into `ResponseDecodeError`.
+The decoding rules (the lossless coercions) are the table in the docstring of
+`makini_async.models`. These functions are strict: a value that does not fit raises
+`RecordDecodeError` naming the path, which the resources turn into `ResponseDecodeError`;
+`_tolerant` builds the tolerant decoders on them, and `_fast` the msgspec path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from types import MappingProxyType
@@ -39,18 +37,27 @@ from cattrs.errors import ClassValidationError
 from makini_async._converter import converter
 from makini_async._json import gc_paused
 
-from ._base import EMPTY, UNSET, Entity, Model, Writable
+from ._base import EMPTY, Entity, Model, Writable
+from ._encode import camel, encode, encode_model
 
 if TYPE_CHECKING:
     from makini_async.typing import JSON
 
 __all__ = [
+    "BOOKKEEPING",
     "RecordDecodeError",
     "camel",
+    "compile_source",
     "decode",
     "decode_list",
+    "decoded_fields",
     "encode",
+    "encode_model",
+    "environment",
+    "field_source",
     "register",
+    "resolve_type",
+    "store",
     "structure_function",
     "wire_name",
     "wire_names",
@@ -77,6 +84,15 @@ _MAX_TIMESTAMP: Final = 64
 #: Lists at least this long are structured with the garbage collector paused.
 _BULK_RECORDS: Final = 64
 _FRACTION: Final = re.compile(r"([.,])(\d+)")
+_LONG_FRACTION: Final = re.compile(r"[.,]\d{7}").search
+_ONE_SECOND: Final = 1_000_000
+#: ``/Date(1405344000000)/`` or ``/Date(1405344000000+0200)/`` (the milliseconds are UTC).
+_MS_DATE: Final = re.compile(r"/Date\((-?\d{1,15})(?:[+-]\d{4})?\)/")
+#: JSON numbers in a timestamp field: Unix seconds from 2001-09-09, milliseconds from 1973-03-03.
+_EPOCH_SECONDS: Final = 1e9
+_EPOCH_MILLISECONDS: Final = 1e11
+_EPOCH_END: Final = 1e14
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RecordDecodeError(ValueError):
@@ -90,12 +106,6 @@ class RecordDecodeError(ValueError):
     def under(self, prefix: str) -> RecordDecodeError:
         """The same problem, one level further down from the root."""
         return RecordDecodeError(prefix + self.path, self.message)
-
-
-def camel(name: str) -> str:
-    """Turn a snake_case attribute name into its camelCase wire name."""
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def wire_name(cls: type, attribute: str) -> str:
@@ -138,6 +148,8 @@ def _str(value: object, path: str) -> str:
 def _keys(value: object, path: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
+    if value == {}:
+        return ()
     if isinstance(value, list | tuple):
         out = tuple(value)
         for index, item in enumerate(out):
@@ -150,18 +162,31 @@ def _keys(value: object, path: str) -> tuple[str, ...]:
 
 
 def parse_timestamp(value: object, path: str) -> datetime | None:
-    """Parse any ISO-8601 timestamp into an aware datetime (no offset: UTC)."""
+    """Parse a timestamp into an aware datetime (no offset: UTC).
+
+    Any ISO-8601 form, ``/Date(ms)/`` (Microsoft JSON, SAP OData v2), or a JSON number of Unix
+    seconds (``1e9 <= n < 1e11``) or milliseconds (``1e11 <= n < 1e14``); ``""`` and ``{}``
+    read as unset.
+    """
     if isinstance(value, str):
         parsed: datetime | None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
+        if _LONG_FRACTION(value) is not None:  # fromisoformat would cut the digits off
             parsed = _lenient_timestamp(value, path)
+        else:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                parsed = _lenient_timestamp(value, path)
         if parsed is None or parsed.tzinfo is not None:
             return parsed
         return parsed.replace(tzinfo=UTC)
     if value == {}:
         return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if _EPOCH_SECONDS <= value < _EPOCH_MILLISECONDS:
+            return _EPOCH + timedelta(seconds=value)
+        if _EPOCH_MILLISECONDS <= value < _EPOCH_END:
+            return _EPOCH + timedelta(milliseconds=value)
     raise RecordDecodeError(path, "expected an ISO-8601 timestamp")
 
 
@@ -169,15 +194,29 @@ def _lenient_timestamp(text: str, path: str) -> datetime | None:
     stripped = text.strip()
     if not stripped:
         return None
+    if match := _MS_DATE.fullmatch(stripped):
+        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
     if len(stripped) <= _MAX_TIMESTAMP:
-        # Forms fromisoformat refuses: lower-case t/z, a decimal comma, nanoseconds.
-        fixed = stripped.upper()
-        fixed = _FRACTION.sub(lambda m: "." + m.group(2)[:6].ljust(6, "0"), fixed, count=1)
+        # Forms fromisoformat refuses: lower-case t/z, a decimal comma; and more than six
+        # fraction digits, which are rounded to the microsecond (half up, on the seventh digit,
+        # as msgspec does, so that both decoders agree).
+        carry: list[bool] = []
+
+        def micro(match: re.Match[str]) -> str:
+            digits = match.group(2)
+            value = int(digits[:6].ljust(6, "0")) + (digits[6:7] >= "5")
+            if value == _ONE_SECOND:
+                carry.append(True)
+                value = 0
+            return f".{value:06d}"
+
+        fixed = _FRACTION.sub(micro, stripped.upper(), count=1)
         if fixed.endswith("Z"):
             fixed = fixed[:-1] + "+00:00"
         try:
-            return datetime.fromisoformat(fixed)
-        except ValueError:
+            parsed = datetime.fromisoformat(fixed)
+            return parsed + timedelta(seconds=1) if carry else parsed
+        except (ValueError, OverflowError):
             pass
     raise RecordDecodeError(path, "expected an ISO-8601 timestamp")
 
@@ -222,7 +261,7 @@ _TRUE: Final = frozenset({"true", "1", "yes"})
 _FALSE: Final = frozenset({"false", "0", "no"})
 
 
-def _bool(value: object, path: str) -> bool:
+def _bool(value: object, path: str) -> bool | None:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -231,8 +270,12 @@ def _bool(value: object, path: str) -> bool:
             return True
         if low in _FALSE:
             return False
+        if not low:
+            return None
     if value in (0, 1) and isinstance(value, int):
         return bool(value)
+    if value == {}:
+        return None
     raise RecordDecodeError(path, "expected a boolean")
 
 
@@ -252,8 +295,8 @@ def _nested(value: object, path: str, structure: _Structure) -> object:
 
 def _nested_list(value: object, path: str, structure: _Structure) -> tuple[object, ...]:
     if value.__class__ is not list:
-        if value == {}:
-            return ()
+        if value.__class__ is dict:  # {} reads as unset, one object as a list of one
+            return (_nested(value, f"{path}[0]", structure),) if value else ()
         raise RecordDecodeError(path, "expected a list")
     items = cast("list[object]", value)
     try:
@@ -281,14 +324,18 @@ _INLINE: Final[dict[str, str]] = {
     # Converted inline (``{path}`` is the field's path), the common case first; the converter
     # functions handle the rest.
     "datetime | None": (
-        # fromisoformat takes the common forms; {} reads as unset.
+        # fromisoformat takes the common forms (but cuts a fraction of more than six digits,
+        # which `parse_timestamp` rounds); {} reads as unset.
         "    if v is not None:\n"
         "        if v.__class__ is str:\n"
-        "            try:\n                v = _fromiso(v)\n"
+        "            try:\n                t = _fromiso(v)\n"
         "            except ValueError:\n"
-        "                v = _dt(v, {path})\n"
+        "                t = _dt(v, {path})\n"
         "            else:\n"
-        "                if v.tzinfo is None:\n                    v = v.replace(tzinfo=_UTC)\n"
+        "                if len(v) > 26 and _long_fraction(v) is not None:\n"
+        "                    t = _dt(v, {path})\n"
+        "                elif t.tzinfo is None:\n                    t = t.replace(tzinfo=_UTC)\n"
+        "            v = t\n"
         "        elif v.__class__ is dict and not v:\n            v = None\n"
         "        else:\n            v = _dt(v, {path})"
     ),
@@ -321,7 +368,8 @@ _NESTED_MANY: Final = re.compile(r"^tuple\[(\w+), \.\.\.\]$")
 _functions: dict[type, _Structure] = {}
 
 
-def _resolve(cls: type, name: str) -> type:
+def resolve_type(cls: type, name: str) -> type:
+    """The model or enum class named ``name`` in the module of ``cls``."""
     module = __import__(cls.__module__, fromlist=["_"])
     found = getattr(module, name, None)
     if not (isinstance(found, type) and (attrs.has(found) or issubclass(found, Enum))):
@@ -341,26 +389,29 @@ def _by_get(name: str) -> str:
     return f"get({name!r})"
 
 
-def _field_source(
+def field_source(
     cls: type,
     field: attrs.Attribute[object],
     env: dict[str, object],
     source: Callable[[str], str] = _by_get,
     *,
     direct: bool = False,
+    nested: Callable[[type], _Structure] | None = None,
 ) -> list[str]:
     """The lines that read, convert and set one field; ``source`` says where a wire name is.
 
     ``direct`` sets the slot with a plain attribute store (on a `_builder` instance) instead of
-    calling its descriptor.
+    calling its descriptor. ``nested`` gives the function for a nested model's objects (default:
+    its `structure_function`). The store is always the last line.
     """
+    nested_function = nested if nested is not None else structure_function
     annotation = str(field.type)  # the generated models keep annotations as strings
     names = _wire_names(cls, field.name)
     path = "." + names[0]
     first, *others = sources = [source(name) for name in names]
     if all(text == "None" for text in sources):  # a layout without the field: nothing to read
         empty = annotation == "tuple[str, ...]" or _NESTED_MANY.match(annotation)
-        return [_store(field.name, "()" if empty else "None", direct=direct)]
+        return [store(field.name, "()" if empty else "None", direct=direct)]
     lines = [f"    v = {first}"]
     lines += [f"    if v is None:\n        v = {other}" for other in others if other != "None"]
     if annotation in _INLINE:
@@ -375,7 +426,7 @@ def _field_source(
     elif annotation == "JSON":
         pass
     elif match := _OPEN_ENUM.match(annotation):
-        target = _resolve(cls, match.group(1))
+        target = resolve_type(cls, match.group(1))
         env[f"_map_{target.__name__}"] = {member.value: member for member in target}  # type: ignore[attr-defined]
         lines.append(
             f"    if v is not None:\n        v = _map_{target.__name__}.get(v, v)"
@@ -383,7 +434,7 @@ def _field_source(
         )
     elif match := _NESTED_MANY.match(annotation):
         function = f"_f_{match.group(1)}"
-        env[function] = structure_function(_resolve(cls, match.group(1)))
+        env[function] = nested_function(resolve_type(cls, match.group(1)))
         lines.append(
             "    if v.__class__ is list and v:\n"
             f"        try:\n            v = tuple(map({function}, v))\n"
@@ -394,15 +445,15 @@ def _field_source(
         )
     elif match := _NESTED_ONE.match(annotation):
         function = f"_f_{match.group(1)}"
-        env[function] = structure_function(_resolve(cls, match.group(1)))
+        env[function] = nested_function(resolve_type(cls, match.group(1)))
         lines.append(f"    if v is not None:\n        v = _nested(v, {path!r}, {function})")
     else:
         raise TypeError(f"{cls.__name__}.{field.name}: no decoding rule for {annotation!r}")
-    lines.append(_store(field.name, "v", direct=direct))
+    lines.append(store(field.name, "v", direct=direct))
     return lines
 
 
-def _store(name: str, value: str, *, direct: bool) -> str:
+def store(name: str, value: str, *, direct: bool) -> str:
     return f"    o.{name} = {value}" if direct else f"    _set_{name}(o, {value})"
 
 
@@ -438,15 +489,12 @@ def _builder(cls: type) -> type | None:
     return twin
 
 
-def structure_function(cls: type[M]) -> Callable[[object], M]:
-    """The generated function that turns one decoded JSON object into ``cls``.
+#: The slots every model has that are not decoded from a field of its own.
+BOOKKEEPING: Final = frozenset({"extra", "_raw", "invalid"})
 
-    Raises:
-        TypeError: ``cls`` has a field whose annotation has no decoding rule.
-    """
-    found = _functions.get(cls)
-    if found is not None:
-        return cast("Callable[[object], M]", found)
+
+def environment(cls: type) -> dict[str, object]:
+    """The names the generated functions of ``cls`` use, before its fields add theirs."""
     env: dict[str, object] = {
         "_M": _MISSING,
         "_new": object.__new__,
@@ -458,6 +506,7 @@ def structure_function(cls: type[M]) -> Callable[[object], M]:
         "_str": _str,
         "_dt": parse_timestamp,
         "_fromiso": datetime.fromisoformat,
+        "_long_fraction": _LONG_FRACTION,
         "_Decimal": Decimal,
         "_InvalidOperation": InvalidOperation,
         "_only_str": frozenset({str}).issuperset,
@@ -473,24 +522,45 @@ def structure_function(cls: type[M]) -> Callable[[object], M]:
         "_nested": _nested,
         "_nested_list": _nested_list,
     }
+    known: list[str] = []
+    for field in attrs.fields(cls):
+        slot = next(k.__dict__[field.name] for k in cls.__mro__ if field.name in k.__dict__)
+        env[f"_set_{field.name}"] = slot.__set__
+        if field.name not in BOOKKEEPING:
+            known += _wire_names(cls, field.name)
+    env["_KNOWN"] = frozenset(known)
+    twin = _builder(cls)
+    env["_twin"] = twin if twin is not None else cls
+    return env
+
+
+def decoded_fields(cls: type) -> list[attrs.Attribute[object]]:
+    """The fields of ``cls`` that are read from the record (all but the bookkeeping ones)."""
+    return [f for f in attrs.fields(cls) if f.name not in BOOKKEEPING]
+
+
+def structure_function(cls: type[M]) -> Callable[[object], M]:
+    """The generated function that turns one decoded JSON object into ``cls``.
+
+    A value that does not fit its field raises `RecordDecodeError`: this is the strict decoder
+    (`_tolerant` builds the tolerant one around it).
+
+    Raises:
+        TypeError: ``cls`` has a field whose annotation has no decoding rule.
+    """
+    found = _functions.get(cls)
+    if found is not None:
+        return cast("Callable[[object], M]", found)
+    env = environment(cls)
 
     def placeholder(value: object) -> object:
         return _functions[cls](value)
 
     # A self-referencing model finds this placeholder instead of recursing for ever.
     _functions[cls] = placeholder
-    fields = [f for f in attrs.fields(cls) if f.name not in {"extra", "_raw"}]
-    known: list[str] = []
-    for field in [*fields, *(f for f in attrs.fields(cls) if f.name in {"extra", "_raw"})]:
-        slot = next(k.__dict__[field.name] for k in cls.__mro__ if field.name in k.__dict__)
-        env[f"_set_{field.name}"] = slot.__set__
-        if field.name not in {"extra", "_raw"}:
-            known += _wire_names(cls, field.name)
-    env["_KNOWN"] = frozenset(known)
-    twin = _builder(cls)
-    direct = twin is not None
-    env["_twin"] = twin if direct else cls
-    _compile(_generic_body(cls, fields, env, direct=direct), cls, "generic", env)
+    fields = decoded_fields(cls)
+    direct = env["_twin"] is not cls
+    compile_source(_generic_body(cls, fields, env, direct=direct), cls, "generic", env)
     shapes: dict[tuple[str, ...], Callable[[dict[str, object]], object]] = {}
     check = [
         "    if d.__class__ is not _dict:",
@@ -502,14 +572,14 @@ def structure_function(cls: type[M]) -> Callable[[object], M]:
         if len(shapes) >= _MAX_SHAPES or len(set(keys)) != len(keys):
             return cast("Callable[[dict[str, object]], object]", env["generic"])
         lines = _shape_body(cls, fields, env, keys, direct=direct)
-        found = _compile(["def shaped(d):", *lines], cls, "shaped", dict(env))
+        found = compile_source(["def shaped(d):", *lines], cls, "shaped", dict(env))
         shapes[keys] = found
         if env["_K"] is None:
             # The first layout is the primary one: `structure` itself takes it from now on,
             # which saves a call per record.
             primary = [*check, "    if [*d] != _K:", "        return _other(d)", *lines]
             env["_K"] = list(keys)
-            code = _compile(["def _primary(d):", *primary], cls, "_primary", env).__code__
+            code = compile_source(["def _primary(d):", *primary], cls, "_primary", env).__code__
             function.__code__ = code
         return found
 
@@ -523,7 +593,7 @@ def structure_function(cls: type[M]) -> Callable[[object], M]:
     env["_K"] = None
     env["_other"] = other
     dispatch = ["def structure(d):", *check, "    return _other(d)"]
-    function = cast("Callable[[object], M]", _compile(dispatch, cls, "structure", env))
+    function = cast("Callable[[object], M]", compile_source(dispatch, cls, "structure", env))
     _functions[cls] = function
     return function
 
@@ -538,15 +608,16 @@ def _generic_body(
         "    o = _twin()" if direct else "    o = _new(_cls)",
     ]
     for field in fields:
-        body += _field_source(cls, field, env, direct=direct)
+        body += field_source(cls, field, env, direct=direct)
     return [
         *body,
         "    if not d.keys() <= _KNOWN:",
         "    "
-        + _store("extra", "_proxy({k: x for k, x in d.items() if k not in _KNOWN})", direct=direct),
+        + store("extra", "_proxy({k: x for k, x in d.items() if k not in _KNOWN})", direct=direct),
         "    else:",
-        "    " + _store("extra", "_EMPTY", direct=direct),
-        _store("_raw", "d", direct=direct),
+        "    " + store("extra", "_EMPTY", direct=direct),
+        store("_raw", "d", direct=direct),
+        store("invalid", "_EMPTY", direct=direct),
         "    o.__class__ = _cls" if direct else "",
         "    return o",
     ]
@@ -568,19 +639,20 @@ def _shape_body(
         "    o = _twin()" if direct else "    o = _new(_cls)",
     ]
     for field in fields:
-        lines += _field_source(cls, field, env, lambda name: local.get(name, "None"), direct=direct)
+        lines += field_source(cls, field, env, lambda name: local.get(name, "None"), direct=direct)
     known_keys = cast("frozenset[str]", env["_KNOWN"])
     extra = ", ".join(f"{k!r}: {local[k]}" for k in keys if k not in known_keys)
     return [
         *lines,
-        _store("extra", f"_proxy({{{extra}}})" if extra else "_EMPTY", direct=direct),
-        _store("_raw", "d", direct=direct),
+        store("extra", f"_proxy({{{extra}}})" if extra else "_EMPTY", direct=direct),
+        store("_raw", "d", direct=direct),
+        store("invalid", "_EMPTY", direct=direct),
         "    o.__class__ = _cls" if direct else "",
         "    return o",
     ]
 
 
-def _compile(
+def compile_source(
     lines: list[str], cls: type, name: str, env: dict[str, object]
 ) -> Callable[[dict[str, object]], object]:
     source = "\n".join(lines)
@@ -628,57 +700,6 @@ def decode_list(data: object, cls: type[M], path: str = "") -> list[M]:
 def _structure_all(job: tuple[Callable[[object], M], list[object]]) -> list[M]:
     function, items = job
     return [function(item) for item in items]
-
-
-# -- encoding write bodies -------------------------------------------------------------------
-
-
-def _encode_value(value: object) -> JSON:  # noqa: PLR0911 - one return per type
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        text = aware.astimezone(UTC).isoformat()
-        return text.removesuffix("+00:00") + "Z"
-    if isinstance(value, Decimal):
-        # Integral values go as JSON integers (Laravel's `integer` rule refuses "90"); others as
-        # strings, which keep every digit (Makini types amounts as strings).
-        return int(value) if value == value.to_integral_value() else str(value)
-    if isinstance(value, Enum):
-        return cast("JSON", value.value)
-    if isinstance(value, Writable):
-        # Not a Model (no raw dict to send back): only its set fields go, as for the parent.
-        return encode(value)
-    if isinstance(value, Mapping):
-        return {str(k): _encode_value(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_encode_value(v) for v in value]
-    if isinstance(value, Model):
-        return encode_model(value)
-    return cast("JSON", value)
-
-
-def encode(body: Writable) -> dict[str, JSON]:
-    """Turn a write body into its JSON object: only the fields set, under their wire names.
-
-    Nested write bodies (in a field, or in a list in a field) are encoded the same way.
-
-    Returns:
-        The JSON object; ``extra`` is merged in last.
-    """
-    out: dict[str, JSON] = {}
-    for field in attrs.fields(type(body)):
-        if field.name == "extra":
-            continue
-        value = getattr(body, field.name)
-        if value is UNSET:
-            continue
-        out[camel(field.name)] = _encode_value(value)
-    out.update(body.extra)
-    return out
-
-
-def encode_model(record: Model) -> dict[str, JSON]:
-    """Turn a decoded model back into JSON: its raw dict (what the server sent)."""
-    return dict(record.raw)
 
 
 # -- the shared converter --------------------------------------------------------------------

@@ -16,7 +16,15 @@ from makini_async._requester import Requester
 from makini_async.models import Entity, Material, MaterialItem, Status, Writable
 
 from ._query import Filter, FilterMatch, FilterOp, build_query, quote_key
-from ._service import Service, body_of, collection_of, decode_one, decode_page, listing
+from ._service import (
+    Service,
+    body_of,
+    collection_of,
+    decode_one,
+    decode_page,
+    listing,
+    strictness,
+)
 
 if TYPE_CHECKING:
     from makini_async._transport import Timeouts
@@ -73,6 +81,7 @@ class Listable(Service, Generic[T]):
         prefetch: int = 0,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> Listing[T]:
         """List records, following page numbers to the end.
 
@@ -89,6 +98,9 @@ class Listable(Service, Generic[T]):
             timeout: Per-request timeout.
             deadline: Seconds for the whole listing, every page and retry included, counted
                 from its first request.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             A `Listing`: ``async for record in ...``, or ``.pages()`` for pages with ``meta``.
@@ -119,6 +131,7 @@ class Listable(Service, Generic[T]):
             prefetch=prefetch,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -131,7 +144,12 @@ class Retrievable(Service, Generic[T]):
     __slots__ = ()
 
     async def get(
-        self, key: str, *, timeout: Timeouts | float | None = None, deadline: float | None = None
+        self,
+        key: str,
+        *,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Fetch one record by its key.
 
@@ -139,6 +157,9 @@ class Retrievable(Service, Generic[T]):
             key: The record's key (quoted as one path segment).
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The record.
@@ -149,9 +170,11 @@ class Retrievable(Service, Generic[T]):
 
         .. versionadded:: 0.1.0
         """
+        strictly = strictness(self._conn, strict)
         path = f"{self._path}/{quote_key(key)}"
         response = await self._conn.request("GET", path, timeout=timeout, deadline=deadline)
-        return decode_one(response, cast("type[T]", self._model), f"GET {path}")
+        model = cast("type[T]", self._model)
+        return decode_one(response, model, f"GET {path}", strict=strictly)
 
 
 class Uploadable(Service, Generic[T]):
@@ -170,6 +193,7 @@ class Uploadable(Service, Generic[T]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Upload a file as a new record: a ``multipart/form-data`` POST of ``file`` and ``name``.
 
@@ -184,6 +208,9 @@ class Uploadable(Service, Generic[T]):
             idempotency_key: Makes the POST safe to retry (sent as ``Idempotency-Key``).
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The new record, as the server answered it; ``get(record.key)`` reads it back.
@@ -201,6 +228,7 @@ class Uploadable(Service, Generic[T]):
                 f"file must be an Upload, not {type(file).__name__}; "
                 "wrap it as Upload(content, filename=...)"
             )
+        strictly = strictness(self._conn, strict)
         if name is None:
             name = file.filename
         elif not isinstance(name, str):
@@ -216,7 +244,8 @@ class Uploadable(Service, Generic[T]):
             timeout=timeout,
             deadline=deadline,
         )
-        return decode_one(response, cast("type[T]", self._model), f"POST {self._path}")
+        model = cast("type[T]", self._model)
+        return decode_one(response, model, f"POST {self._path}", strict=strictly)
 
 
 class Creatable(Service, Generic[T, W]):
@@ -234,6 +263,7 @@ class Creatable(Service, Generic[T, W]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Create a record; only the fields set on ``body`` are sent.
 
@@ -242,6 +272,9 @@ class Creatable(Service, Generic[T, W]):
             idempotency_key: Makes the POST safe to retry (sent as ``Idempotency-Key``).
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The created record, as the server answered it.
@@ -260,6 +293,7 @@ class Creatable(Service, Generic[T, W]):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -279,6 +313,7 @@ class Updatable(Service, Generic[T, W]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Update a record; only the fields set on ``body`` are sent.
 
@@ -288,6 +323,9 @@ class Updatable(Service, Generic[T, W]):
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The updated record.
@@ -306,6 +344,7 @@ class Updatable(Service, Generic[T, W]):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -325,6 +364,7 @@ class StatusSettable(Service, Generic[T]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Move a record to another status (work orders take a status key).
 
@@ -334,6 +374,9 @@ class StatusSettable(Service, Generic[T]):
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The updated record.
@@ -353,6 +396,7 @@ class StatusSettable(Service, Generic[T]):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -372,6 +416,7 @@ class HasMaterials(Service):
         prefetch: int = 0,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> Listing[MaterialItem]:
         """List the materials of one record.
 
@@ -381,6 +426,9 @@ class HasMaterials(Service):
             prefetch: Pages fetched concurrently.
             timeout: Per-request timeout.
             deadline: Seconds for the whole listing, from its first request.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             A `Listing` of `MaterialItem`.
@@ -399,6 +447,7 @@ class HasMaterials(Service):
             prefetch=prefetch,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -418,6 +467,7 @@ class WritableMaterials(Service, Generic[T]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Add a material to a record.
 
@@ -427,6 +477,9 @@ class WritableMaterials(Service, Generic[T]):
             idempotency_key: Makes the POST safe to retry.
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The updated parent record (its ``material_count`` moves on).
@@ -446,6 +499,7 @@ class WritableMaterials(Service, Generic[T]):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
     async def update_material(
@@ -457,6 +511,7 @@ class WritableMaterials(Service, Generic[T]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Change a material of a record.
 
@@ -467,6 +522,9 @@ class WritableMaterials(Service, Generic[T]):
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The updated parent record.
@@ -486,6 +544,7 @@ class WritableMaterials(Service, Generic[T]):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -504,6 +563,7 @@ class HasChildren(Service):
         per_page: int | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> Listing[MaterialItem]:
         """List the children of one material.
 
@@ -512,6 +572,9 @@ class HasChildren(Service):
             per_page: Records per page.
             timeout: Per-request timeout.
             deadline: Seconds for the whole listing, from its first request.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             A `Listing` of `MaterialItem`.
@@ -522,7 +585,15 @@ class HasChildren(Service):
             MaterialItem, where=None, match=None, sort=None, modified_after=None, per_page=per_page
         )
         path = f"{self._path}/{quote_key(key)}/children"
-        return listing(self._conn, path, MaterialItem, params, timeout=timeout, deadline=deadline)
+        return listing(
+            self._conn,
+            path,
+            MaterialItem,
+            params,
+            timeout=timeout,
+            deadline=deadline,
+            strict=strict,
+        )
 
 
 class HasInventory(Service):
@@ -541,6 +612,7 @@ class HasInventory(Service):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> Material:
         """Set a material's inventory.
 
@@ -550,6 +622,9 @@ class HasInventory(Service):
             idempotency_key: Makes the PUT safe to retry.
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The material, with its new ``inventory``.
@@ -568,6 +643,7 @@ class HasInventory(Service):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -586,6 +662,7 @@ class Deliverable(Service, Generic[T]):
         idempotency_key: str | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> T:
         """Mark a shipment order delivered.
 
@@ -594,6 +671,9 @@ class Deliverable(Service, Generic[T]):
             idempotency_key: Makes the POST safe to retry.
             timeout: Per-request timeout.
             deadline: Seconds for the whole call, retries included.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             The shipment order, as the server answered it.
@@ -613,6 +693,7 @@ class Deliverable(Service, Generic[T]):
             idempotency_key=idempotency_key,
             timeout=timeout,
             deadline=deadline,
+            strict=strict,
         )
 
 
@@ -639,6 +720,7 @@ class StatusLists:
         per_page: int | None = None,
         timeout: Timeouts | float | None = None,
         deadline: float | None = None,
+        strict: bool | None = None,
     ) -> Listing[Status]:
         """List the statuses an entity's records can take.
 
@@ -647,6 +729,9 @@ class StatusLists:
             per_page: Records per page.
             timeout: Per-request timeout.
             deadline: Seconds for the whole listing, from its first request.
+            strict: Raise `ResponseDecodeError` for a value that does not fit its field,
+                instead of keeping it in the record's ``invalid`` (None: the
+                connection's ``strict``).
 
         Returns:
             A `Listing` of `Status` records.
@@ -662,7 +747,9 @@ class StatusLists:
             Status, where=None, match=None, sort=None, modified_after=None, per_page=per_page
         )
         path = f"/api/{self._domain}/statuses/{entity}"
-        return listing(self._conn, path, Status, params, timeout=timeout, deadline=deadline)
+        return listing(
+            self._conn, path, Status, params, timeout=timeout, deadline=deadline, strict=strict
+        )
 
 
 class Namespace:

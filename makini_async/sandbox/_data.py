@@ -4,20 +4,21 @@ Every collection (e.g. ``eam/work-orders``) is generated from its OpenAPI schema
 is touched, from a random generator seeded with ``(seed, connection id, resource)``: the same seed
 gives the same records in every run and process. Relations (``siteKey``, ``assetKeys``, ...)
 point at real records of the target collection without generating it, because keys are computed
-from indexes.
+from indexes. Each field holds the JSON of its wire type (``_fields``), which the client's models
+decode, and nested objects of a schema that a collection serves by key (a work order's
+documents, a part's inventory) are copies of that collection's records.
 """
 
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Final, TypeAlias
 
 import attrs
 
+from makini_async.sandbox._fields import FieldTypes, Wire, iso, parse_iso
 from makini_async.sandbox._spec import SUBLIST_PARENT_FIELD, Field, Spec
 
 __all__ = ["DEFAULT_SIZES", "Collection", "DataSet", "Record", "iso", "parse_iso"]
@@ -99,6 +100,9 @@ _RELATIONS: Final[dict[str, str]] = {
     "stockTransfer": "stock-transfers",
     "productionOrder": "production-orders",
     "document": "documents",
+    "requester": "users",
+    # A document's entities: in EAM, the work orders it is attached to.
+    "entity": "work-orders",
 }
 _WORD_TEXT: Final = (
     "pump inspection conveyor belt replace bearing filter boiler chiller valve motor calibrate "
@@ -129,32 +133,10 @@ _CODE_PREFIXES: Final = {
 }
 _LEVELS: Final = ("low", "medium", "high", "critical")
 _CURRENCIES: Final = ("USD", "EUR", "GBP", "NOK", "CAD")
-_FMT: Final = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def iso(epoch: float) -> str:
-    """Format Unix time as the API's ISO-8601 UTC timestamp (seconds precision)."""
-    return time.strftime(_FMT, time.gmtime(epoch))
-
-
-def parse_iso(text: str) -> str | None:
-    """Normalise an ISO-8601 date or date-time to the API's canonical UTC form, or ``None``."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(_FMT)
 
 
 def _stem(name: str) -> str:
     return name.removesuffix("Keys").removesuffix("Key")
-
-
-def is_time_field(name: str) -> bool:
-    """Tell whether a field holds a timestamp (``...At``, ``...Date``, ``date``)."""
-    return name.endswith(("At", "Date", "_at")) or name == "date"
 
 
 @attrs.define(eq=False)
@@ -209,11 +191,24 @@ class DataSet:
                 self._schemas.setdefault(route.resource, (route.domain, route.schema))
         self._scopes = {name: n for n, name in enumerate(sorted(self._schemas))}
         self._pools: dict[tuple[str, str, int], list[object]] = {}
+        self._types = FieldTypes(spec)
+        # Nested objects of a schema that a collection serves by key are that collection's
+        # records, so that their keys open with GET (a work order's documents, a part's inventory).
+        self._served: dict[tuple[str, str], str] = {}
+        for route in spec.routes:
+            if route.action == "get":
+                self._served.setdefault((route.domain, route.schema), route.resource)
+        self._generating: set[str] = set()
 
     @property
     def resources(self) -> Iterable[str]:
         """Every resource name this data set can serve."""
         return self._schemas.keys()
+
+    @property
+    def types(self) -> FieldTypes:
+        """The wire types of the schemas' properties (shared by generation and writes)."""
+        return self._types
 
     def schema_of(self, resource: str) -> tuple[str, str]:
         """Return ``(domain, schema name)`` of a resource."""
@@ -255,7 +250,11 @@ class DataSet:
         """
         found = self._collections.get(resource)
         if found is None:
-            found = self._generate(resource)
+            self._generating.add(resource)
+            try:
+                found = self._generate(resource)
+            finally:
+                self._generating.discard(resource)
             self._collections[resource] = found
         return found
 
@@ -340,56 +339,83 @@ class DataSet:
         self, domain: str, schema: str, resource: str, depth: int
     ) -> list[tuple[str, _Gen]]:
         return [
-            (field.name, self._field_gen(domain, field, resource, depth))
-            for field in self._spec.fields(domain, schema)
+            (field.name, self._field_gen(domain, field, wire, resource, depth))
+            for field, wire in self._types.fields(domain, schema)
         ]
 
     def _pool(self, domain: str, field: Field, depth: int) -> _Gen:
+        many = field.kind == "array"
         if depth >= 2:  # noqa: PLR2004 - nested objects stop two levels down
-            return (lambda _r, _i: []) if field.kind == "array" else (lambda _r, _i: {})
-        pool_key = (domain, field.detail, int(field.kind == "array"))
+            return (lambda _r, _i: []) if many else (lambda _r, _i: None)
+        pool_key = (domain, field.detail, int(many))
         pool = self._pools.get(pool_key)
         if pool is None:
-            nested = f"{domain}/~{field.detail}"
-            gens = self._compile(domain, field.detail, nested, depth + 1)
-            rng = self._rng(nested)
-            if field.kind == "array":
-                pool = [
-                    [self._record(gens, rng, n * 4 + m) for m in range(n % 4)] for n in range(_POOL)
-                ]
+            served = self._served.get((domain, field.detail))
+            if served is not None and served not in self._generating:
+                pool = self._served_pool(served, many=many)
             else:
-                pool = [self._record(gens, rng, n) for n in range(_POOL)]
+                nested = f"{domain}/~{field.detail}"
+                gens = self._compile(domain, field.detail, nested, depth + 1)
+                rng = self._rng(nested)
+                if many:
+                    pool = [
+                        [self._record(gens, rng, n * 4 + m) for m in range(n % 4)]
+                        for n in range(_POOL)
+                    ]
+                else:
+                    pool = [self._record(gens, rng, n) for n in range(_POOL)]
             self._pools[pool_key] = pool
         shared = pool
         return lambda r, _i: shared[int(r.random() * _POOL)]
 
-    def _field_gen(self, domain: str, field: Field, resource: str, depth: int) -> _Gen:  # noqa: PLR0911 - a lookup by field shape
-        name, kind = field.name, field.kind
+    def _served_pool(self, resource: str, *, many: bool) -> list[object]:
+        """Copies of real records of ``resource``, as nested objects (or lists of them)."""
+        records = self.collection(resource).records
+        if not records:
+            return [[] if many else None for _ in range(_POOL)]
+        rng = self._rng(f"{resource}~nested")
+
+        def pick() -> Record:
+            return dict(records[int(rng.random() * len(records))])
+
+        if many:
+            return [[pick() for _ in range(n % 4)] for n in range(_POOL)]
+        return [pick() for _ in range(_POOL)]
+
+    def _field_gen(  # noqa: C901, PLR0911 - a lookup by wire type
+        self, domain: str, field: Field, wire: Wire, resource: str, depth: int
+    ) -> _Gen:
+        name = field.name
         if name == "key":
             prefix = self.key_prefix(resource)
             return lambda _r, i: f"{prefix}{i:08d}"
-        if kind in {"object", "array"} and field.detail and field.detail[0].isupper():
+        if wire in {Wire.OBJECT, Wire.OBJECTS}:
             return self._pool(domain, field, depth)
-        if name.endswith(("Key", "Keys")):
-            return self._relation(domain, name, resource)
-        if kind == "array":
+        if wire is Wire.KEY:
+            return self._relation(domain, name, resource, many=False)
+        if wire is Wire.STRINGS:
             if name == "checkList":
                 return lambda r, _i: [f"{_WORDS[int(r.random() * 30)]} ok" for _ in range(2)]
+            return self._relation(domain, name, resource, many=True)
+        if wire is Wire.JSON_LIST:
             return lambda _r, _i: []
-        if kind == "object":
+        if wire is Wire.JSON_OBJECT:
             return lambda _r, _i: {}
-        if kind == "boolean":
+        if wire is Wire.BOOLEAN:
             threshold = 0.85 if name.startswith("isActive") else 0.5
             return lambda r, _i: r.random() < threshold
-        if kind in {"integer", "number"}:
+        if wire in {Wire.INTEGER, Wire.NUMBER}:
             return lambda r, _i: int(r.random() * 100)
-        if is_time_field(name):
+        if wire is Wire.TIME:
             return _time_gen(name)
+        if wire is Wire.COUNT:
+            return lambda _r, _i: "0"
+        if wire is Wire.DECIMAL:
+            return _decimal_gen(name)
         return _text_gen(name, resource)
 
-    def _relation(self, domain: str, name: str, resource: str) -> _Gen:
+    def _relation(self, domain: str, name: str, resource: str, *, many: bool) -> _Gen:
         stem = _stem(name)
-        many = name.endswith("Keys")
         if stem == "parent":
             target = resource
         elif stem == "status":
@@ -397,7 +423,11 @@ class DataSet:
         else:
             target = f"{domain}/{_RELATIONS.get(stem, stem)}"
         if target not in self._schemas:
-            return lambda r, _i: f"999{self._index:03d}{int(r.random() * 1e8):08d}"
+            # No collection to point at: keys of the reserved scope 999, which no record has.
+            prefix = f"999{self._index:03d}"
+            if many:
+                return lambda r, _i: [f"{prefix}{int(r.random() * 1e8):08d}" for _ in range(2)]
+            return lambda r, _i: f"{prefix}{int(r.random() * 1e8):08d}"
         size = max(self.size(target), 1)
         prefix = self.key_prefix(target)
         if many:
@@ -437,15 +467,19 @@ def _text_gen(name: str, resource: str) -> _Gen:  # noqa: PLR0911 - a lookup by 
         return lambda r, _i: _NAMES[int(r.random() * len(_NAMES))]
     if low in {"currency", "currencycode"}:
         return lambda r, _i: _CURRENCIES[int(r.random() * len(_CURRENCIES))]
+    return lambda r, _i: _WORDS[int(r.random() * len(_WORDS))]
+
+
+def _decimal_gen(name: str) -> _Gen:
+    """Numbers carried as strings, as Makini's records carry them: ``"120"``, ``"86.40"``."""
+    low = name.lower()
     if low in {"lat", "lng"}:
         return lambda r, _i: f"{r.random() * 180 - 90:.5f}"
-    if any(part in low for part in ("quantity", "reading", "level", "point", "interval", "time")):
-        return lambda r, _i: str(int(r.random() * 200))
     if any(
         part in low for part in ("price", "cost", "value", "rate", "discount", "budget", "total")
     ):
         return lambda r, _i: f"{r.random() * 5000:.2f}"
-    return lambda r, _i: _WORDS[int(r.random() * len(_WORDS))]
+    return lambda r, _i: str(int(r.random() * 200))
 
 
 def record_uuid(connection_id: str, key: str) -> str:

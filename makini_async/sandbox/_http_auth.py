@@ -16,6 +16,7 @@ from makini_async.sandbox._connections import SandboxConnection
 from makini_async.sandbox._core import Core
 from makini_async.sandbox._data import Record, iso
 from makini_async.sandbox._errors import SandboxError, dumps
+from makini_async.sandbox._fields import Wire, coerce
 from makini_async.sandbox._http_common import Call, json_response, read_json, read_object
 from makini_async.sandbox._http_pages import simple_page
 from makini_async.sandbox._rules import PROVIDERS, check_body
@@ -209,6 +210,9 @@ class AuthHandlers:
                 isinstance(i, dict) and isinstance(i.get("key"), str) for i in items
             ):
                 raise SandboxError("VALIDATION_ERROR", "Send an array of {key, value} objects.")
+            errors = coerce(Wire.JSON, items, "value")[1]
+            if errors:
+                raise SandboxError("VALIDATION_ERROR", details={"fields": errors})
             merged = {str(i["key"]): i for i in conn.metadata}
             merged.update(
                 {str(i["key"]): {"key": i["key"], "value": i.get("value")} for i in items}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -16,6 +17,7 @@ from makini_async.sandbox._tokens import Token
 
 __all__ = [
     "JSON",
+    "MAX_DEPTH",
     "Call",
     "bearer",
     "error_response",
@@ -28,6 +30,9 @@ __all__ = [
 ]
 
 JSON: Final = "application/json"
+#: The deepest nesting of objects and arrays a JSON body may have.
+MAX_DEPTH: Final = 32
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 @attrs.define
@@ -98,9 +103,41 @@ async def read_json(request: web.Request, max_body: int) -> object:
             "UNSUPPORTED_MEDIA_TYPE", f"Send JSON (`Content-Type: {JSON}`), not {content_type}."
         )
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise SandboxError("INVALID_REQUEST", f"The body is not valid JSON: {exc}.") from None
+    problem = _unusable(body)
+    if problem:
+        raise SandboxError("INVALID_REQUEST", f"The body is not usable JSON: {problem}.")
+    return body
+
+
+def _no_constant(name: str) -> object:
+    # Python's json takes NaN and Infinity, which JSON (RFC 8259) has no words for.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _unusable(body: object) -> str | None:
+    """What makes a decoded body one the sandbox cannot store or echo, or ``None``.
+
+    JSON escapes can spell lone UTF-16 surrogates, which no UTF-8 encoder writes back, and
+    nesting past `MAX_DEPTH` is deeper than any record goes (and than the JSON encoder takes).
+    """
+    stack: list[tuple[object, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return "a string holds a lone UTF-16 surrogate"
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return f"it nests deeper than {MAX_DEPTH} levels"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for name, item in items:
+                stack.append((item, depth + 1))
+                if isinstance(name, str):
+                    stack.append((name, depth))
+    return None
 
 
 async def read_object(request: web.Request, max_body: int) -> dict[str, object]:

@@ -15,6 +15,7 @@ from makini_async.sandbox._connections import SandboxConnection
 from makini_async.sandbox._core import Core
 from makini_async.sandbox._data import Collection, Record, record_uuid
 from makini_async.sandbox._errors import SandboxError, dumps
+from makini_async.sandbox._fields import Wire
 from makini_async.sandbox._http_common import Call, json_response
 from makini_async.sandbox._http_pages import page_of, paginated
 from makini_async.sandbox._query import QueryError, apply, parse_query
@@ -23,6 +24,16 @@ from makini_async.sandbox._spec import SUBLIST_PARENT_FIELD, Route
 __all__ = ["ReadHandlers", "shape"]
 
 _CACHE_LIMIT: Final = 512
+_KINDS: Final = {
+    Wire.STRINGS: "array",
+    Wire.OBJECTS: "array",
+    Wire.JSON_LIST: "array",
+    Wire.OBJECT: "object",
+    Wire.JSON_OBJECT: "object",
+    Wire.TIME: "string",
+    Wire.DECIMAL: "string",
+    Wire.KEY: "string",
+}
 
 
 def shape(conn: SandboxConnection, schema: str, record: Record, resource: str = "") -> Record:
@@ -100,7 +111,12 @@ class ReadHandlers:
                 )
             field = "assemblyKey" if tail == "children" else SUBLIST_PARENT_FIELD[parent_name]
             parent = (field, params["key"])
-        kinds = {f.name: f.kind for f in self._spec.fields(route.domain, route.schema)}
+        # Filters and sorts take the fields records hold scalars in (Stock.quantity, declared
+        # an object, holds a numeric string; Asset.accountKeys, declared a string, a list).
+        kinds = {
+            field.name: _KINDS.get(wire, field.kind)
+            for field, wire in conn.data.types.fields(route.domain, route.schema)
+        }
         body = self._page(request, conn, route.schema, collection, kinds=kinds, parent=parent)
         if len(collection.page_cache) >= _CACHE_LIMIT:
             collection.page_cache.clear()

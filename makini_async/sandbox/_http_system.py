@@ -13,6 +13,7 @@ from aiohttp import web
 from makini_async.sandbox._core import Core
 from makini_async.sandbox._data import iso
 from makini_async.sandbox._errors import SandboxError, dumps
+from makini_async.sandbox._fields import Wire, coerce
 from makini_async.sandbox._http_auth import AuthHandlers, require_connection
 from makini_async.sandbox._http_common import Call, json_response, read_object
 from makini_async.sandbox._http_pages import simple_page
@@ -75,6 +76,7 @@ class SystemHandlers:
                 errors["path"] = ["The path field is required."]
             if str(body.get("method", "")).lower() not in {"get", "post", "put", "delete"}:
                 errors["method"] = ["The method must be one of get, post, put, delete."]
+            errors.update(coerce(Wire.JSON, body.get("body"), "body")[1])
             if errors:
                 raise SandboxError("VALIDATION_ERROR", details={"fields": errors})
             echo = {

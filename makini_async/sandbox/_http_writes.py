@@ -20,7 +20,7 @@ from makini_async.sandbox._errors import SandboxError, dumps, envelope
 from makini_async.sandbox._forms import read_multipart
 from makini_async.sandbox._http_common import JSON, Call, json_response, read_object, too_large
 from makini_async.sandbox._http_reads import shape
-from makini_async.sandbox._rules import PROVIDERS, check_body, provider_errors
+from makini_async.sandbox._rules import PROVIDERS, clean_body, provider_errors
 from makini_async.sandbox._spec import Route
 
 __all__ = ["WriteHandlers"]
@@ -31,7 +31,6 @@ class WriteHandlers:
 
     def __init__(self, core: Core) -> None:
         self._core = core
-        self._spec = core.spec
         self._connections = core.connections
 
     async def write(
@@ -73,7 +72,9 @@ class WriteHandlers:
         try:
             record = self._apply(conn, route, params, body, request.method)
             resource = route.resource.partition(".")[0]
-            status, raw = 200, dumps({"data": shape(conn, route.schema, record, resource)})
+            # The record as GET shows it: its collection's schema names it (v4 _implements).
+            schema = conn.data.schema_of(resource)[1]
+            status, raw = 200, dumps({"data": shape(conn, schema, record, resource)})
         except SandboxError as exc:
             if not key or exc.status >= 500:  # noqa: PLR2004 - server errors are not stored
                 raise
@@ -115,9 +116,28 @@ class WriteHandlers:
         }
 
     def _validate(
-        self, conn: SandboxConnection, route: Route, method: str, body: Mapping[str, object]
-    ) -> None:
-        errors = check_body(body, route.body) if route.content_type == JSON else {}
+        self,
+        conn: SandboxConnection,
+        route: Route,
+        method: str,
+        body: Mapping[str, object],
+        schema: str | None = None,
+    ) -> dict[str, object]:
+        """Check a body and return the values to store, typed as the records carry them.
+
+        ``schema`` names the stored record's schema (default: the collection's own).
+
+        Raises:
+            SandboxError: A field breaks its type, its rule or the provider's requirements.
+        """
+        if route.content_type != JSON:
+            return dict(body)  # an upload: the handler built the fields itself
+        types = conn.data.types
+        if schema is None:
+            schema = conn.data.schema_of(route.resource)[1]
+        cleaned, errors = clean_body(
+            body, route.body, types.fields(route.domain, schema), types.nested(route.domain)
+        )
         collection = route.resource.partition("/")[2]
         for name, messages in provider_errors(
             PROVIDERS[conn.provider], method, collection, body
@@ -125,6 +145,7 @@ class WriteHandlers:
             errors.setdefault(name, []).extend(messages)
         if errors:
             raise SandboxError("VALIDATION_ERROR", details={"fields": errors})
+        return cleaned
 
     def _apply(
         self,
@@ -137,22 +158,18 @@ class WriteHandlers:
         now = iso(self._core.clock.now())
         name = route.resource.partition("/")[2]
         if route.action == "create":
-            self._validate(conn, route, method, body)
-            return self._create(conn, route.resource, route, body, now, emit=name)
+            cleaned = self._validate(conn, route, method, body)
+            return self._create(conn, route.resource, cleaned, now, emit=name)
         if route.action in {"subcreate", "subupdate"}:
-            self._validate(conn, route, method, body)
-            return self._material(conn, route, params, body, now)
+            cleaned = self._validate(conn, route, method, body, schema="MaterialItem")
+            return self._material(conn, route, params, cleaned, now)
         collection = conn.data.collection(route.resource)
         current = collection.by_key.get(params["key"])
         if current is None:
             raise SandboxError("NOT_FOUND", f"No {route.schema} with key {params['key']!r}.")
         changes: dict[str, object]
         if route.action == "update":
-            self._validate(conn, route, method, body)
-            allowed = {f.name for f in self._spec.fields(route.domain, route.schema)} | set(
-                route.body
-            )
-            changes = {k: v for k, v in body.items() if k in allowed and k != "key"}
+            changes = self._validate(conn, route, method, body)
         elif route.action == "status":
             field = "statusKey" if "statusKey" in route.body else "status"
             wanted = body.get(field) or body.get("status") or body.get("statusKey")
@@ -163,9 +180,9 @@ class WriteHandlers:
                 )
             changes = self._status_changes(conn, route, name, current, wanted=wanted, field=field)
         elif route.action == "inventory":
-            self._validate(conn, route, method, body)
+            cleaned = self._validate(conn, route, method, body, schema="Inventory")
             inventory = dict(current.get("inventory") or {})  # type: ignore[call-overload]
-            inventory.update({k: v for k, v in body.items() if k in route.body})
+            inventory.update({k: v for k, v in cleaned.items() if k in route.body})
             inventory["updatedAt"] = now
             changes = {"inventory": inventory}
         else:  # delivered
@@ -214,7 +231,6 @@ class WriteHandlers:
         self,
         conn: SandboxConnection,
         resource: str,
-        route: Route,
         body: Mapping[str, object],
         now: str,
         *,
@@ -222,10 +238,9 @@ class WriteHandlers:
     ) -> Record:
         collection = conn.data.collection(resource)
         domain, schema = conn.data.schema_of(resource)
-        fields = self._spec.fields(domain, schema)
-        record: Record = {f.name: [] if f.kind == "array" else None for f in fields}
-        allowed = set(record) | set(route.body)
-        record.update({k: v for k, v in body.items() if k in allowed and k != "key"})
+        fields = conn.data.types.fields(domain, schema)
+        record: Record = {f.name: [] if wire.is_list else None for f, wire in fields}
+        record.update(body)
         key = conn.data.key_for(resource, collection.next_index)
         record["key"] = key
         for stamp in ("createdAt", "updatedAt"):
@@ -271,7 +286,7 @@ class WriteHandlers:
             "updatedAt": now,
         }
         if route.action == "subcreate":
-            self._create(conn, route.resource, route, fields, now, emit=None)
+            self._create(conn, route.resource, fields, now, emit=None)
             count = sum(1 for r in items.records if r.get("workOrderKey") == params["key"])
         else:
             wanted = params["materialKey"]

@@ -20,12 +20,24 @@ from typing import Final
 
 import attrs
 
-from makini_async.sandbox._data import Record, is_time_field, parse_iso
+from makini_async.sandbox._data import Record
+from makini_async.sandbox._fields import is_time_field, parse_iso
 
-__all__ = ["MAX_PER_PAGE", "PER_PAGE", "ListQuery", "QueryError", "apply", "parse_query"]
+__all__ = [
+    "MAX_PAGE",
+    "MAX_PER_PAGE",
+    "PER_PAGE",
+    "ListQuery",
+    "QueryError",
+    "apply",
+    "parse_query",
+]
 
 PER_PAGE: Final = 50
 MAX_PER_PAGE: Final = 500
+#: The largest page number: pages past the end are empty, but meta must stay within 64 bits.
+MAX_PAGE: Final = 2**31 - 1
+_DIGITS: Final = 19
 _OPS: Final = {"eq", "contains", "startsWith", "endsWith", "gt", "gteq", "lt", "lteq"}
 _ALIASES: Final = {"lted": "lteq", "equals": "eq", "eq": "eq"}
 _V4_ALIASES: Final = {
@@ -60,17 +72,20 @@ class ListQuery:
         return (self.filters, self.match_any, self.sorts)
 
 
-def _int(params: Mapping[str, str], name: str, default: int) -> int:
+def _int(params: Mapping[str, str], name: str, default: int, maximum: int, *, clamp: bool) -> int:
+    """A positive integer parameter of ASCII digits, at most ``maximum`` (or clamped to it)."""
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise QueryError(name, f"`{name}` must be a positive integer, not {raw!r}.") from None
-    if value < 1:
+    # int() would take " 5", "+5", "1_0" and other scripts' digits, and 5000 digits not at all.
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit()) or not digits:
         raise QueryError(name, f"`{name}` must be a positive integer, not {raw!r}.")
-    return value
+    if len(digits) < _DIGITS and int(digits) <= maximum:
+        return int(digits)
+    if clamp:
+        return maximum
+    raise QueryError(name, f"`{name}` must be an integer from 1 to {maximum}, not {raw!r}.")
 
 
 def parse_query(  # noqa: C901, PLR0912 - one pass over the parameters
@@ -133,8 +148,8 @@ def parse_query(  # noqa: C901, PLR0912 - one pass over the parameters
         params[name] = value
     if match not in {"all", "any"}:
         raise QueryError("filterMatch", f"`filterMatch` must be `all` or `any`, not {match!r}.")
-    page = _int(params, "page", 1)
-    per_page = min(_int(params, "per_page", PER_PAGE), MAX_PER_PAGE)
+    page = _int(params, "page", 1, MAX_PAGE, clamp=False)
+    per_page = _int(params, "per_page", PER_PAGE, MAX_PER_PAGE, clamp=True)
     return ListQuery(tuple(filters), match == "any", tuple(sorts), page, per_page)
 
 

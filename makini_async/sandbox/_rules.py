@@ -1,21 +1,23 @@
-"""Write validation: the OpenAPI body rules plus per-provider required fields and write support.
+"""Write validation: field types, the OpenAPI body rules, per-provider required fields and support.
 
-The body rules come from ``_spec.json`` (Laravel-style strings that leaked into Makini's
-OpenAPI, e.g. ``numeric|required``). The provider rules follow Makini's ``platform-validation.md``
+Every written field is checked against the type records carry it with (``_fields``), and the
+body rules come from ``_spec.json`` (Laravel-style strings that leaked into Makini's OpenAPI,
+e.g. ``numeric|required``). The provider rules follow Makini's ``platform-validation.md``
 as quoted in ``makini-api-facts.md`` for ``POST /work-orders``; which entities each provider can
 write at all is the sandbox's own assumption (marked [ours]) and can be changed per connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import attrs
 
-from makini_async.sandbox._data import parse_iso
+from makini_async.sandbox._fields import Wire, coerce, rule_wire
+from makini_async.sandbox._spec import Field
 
-__all__ = ["PROVIDERS", "ProviderRules", "check_body", "provider_errors"]
+__all__ = ["PROVIDERS", "ProviderRules", "check_body", "clean_body", "provider_errors"]
 
 
 @attrs.frozen
@@ -66,63 +68,74 @@ PROVIDERS: Final[dict[str, ProviderRules]] = {
 }
 
 
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return True
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return False
-        return True
-    return False
+#: Fields a write never sets: the record's key and what the sandbox derives from other records.
+_DERIVED: Final = frozenset({"key", "materialCount"})
 
 
-def _objects(value: object) -> bool:
-    if isinstance(value, dict):
-        return True
-    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
-
-
-def _check(name: str, rule: str, value: object) -> str | None:  # noqa: PLR0911 - one per rule
+def _required(name: str, rule: str, value: object) -> str | None:
     parts = set(rule.split("|"))
-    if value is None or value == "":
-        return f"The {name} field is required." if "required" in parts else None
-    if "numeric" in parts and not _is_number(value):
-        return f"The {name} field must be a number."
-    if "integer" in parts and (isinstance(value, bool) or not isinstance(value, int)):
-        return f"The {name} field must be an integer."
-    if "boolean" in parts and not isinstance(value, bool):
-        return f"The {name} field must be true or false."
-    if "date" in parts and (not isinstance(value, str) or parse_iso(value) is None):
-        return f"The {name} field must be a valid date."
-    if "email" in parts and (not isinstance(value, str) or "@" not in value):
+    if "required" in parts and (value is None or value == ""):
+        return f"The {name} field is required."
+    if (
+        "email" in parts
+        and value not in {None, ""}
+        and (not isinstance(value, str) or "@" not in value)
+    ):
         return f"The {name} field must be a valid email address."
-    if "array" in parts and not isinstance(value, list):
-        return f"The {name} field must be an array."
-    if "object" in parts and not _objects(value):
-        # The OpenAPI types nested write fields (a work order's tasks and documents) as
-        # objects; Makini's records carry them as lists of objects. Both are taken.
-        return f"The {name} field must be an object or a list of objects."
-    if "string" in parts and isinstance(value, dict | list):
-        return f"The {name} field must be a string."
     return None
 
 
+def clean_body(
+    body: Mapping[str, object],
+    rules: Mapping[str, str],
+    declared: Sequence[tuple[Field, Wire]] = (),
+    nested: Callable[[str], Sequence[tuple[Field, Wire]]] | None = None,
+) -> tuple[dict[str, object], dict[str, list[str]]]:
+    """Check a JSON write body and return the values to store.
+
+    A field the record's schema declares takes that field's wire type, so that what is stored
+    reads back with the type the records have; a field only the route's body declares takes
+    the type of its Laravel-style rule (``numeric|required``). Other fields are dropped.
+
+    Args:
+        body: The decoded JSON object.
+        rules: The route's body fields and their rules.
+        declared: The record's properties with their wire types.
+        nested: The typed properties of nested schemas (for objects and lists of them).
+
+    Returns:
+        ``(values to store, field → messages)``; the body is refused when there are messages.
+    """
+    wires = {field.name: (wire, field.detail) for field, wire in declared}
+    cleaned: dict[str, object] = {}
+    errors: dict[str, list[str]] = {}
+    for name, value in body.items():
+        if name in _DERIVED:
+            continue
+        if name in wires:
+            wire, detail = wires[name]
+        elif name in rules:
+            wire, detail = rule_wire(name, rules[name]), ""
+        else:
+            continue
+        stored, found = coerce(wire, value, name, detail=detail, nested=nested)
+        cleaned[name] = stored
+        for path, messages in found.items():
+            errors.setdefault(path, []).extend(messages)
+    for name, rule in rules.items():
+        message = _required(name, rule, body.get(name))
+        if message and name not in errors:
+            errors[name] = [message]
+    return cleaned, errors
+
+
 def check_body(body: Mapping[str, object], rules: Mapping[str, str]) -> dict[str, list[str]]:
-    """Check a JSON body against the route's field rules.
+    """Check a JSON body against field rules alone (the system and sync endpoints).
 
     Returns:
         Field → messages for every broken rule (empty when the body is valid).
     """
-    errors: dict[str, list[str]] = {}
-    for name, rule in rules.items():
-        message = _check(name, rule, body.get(name))
-        if message:
-            errors.setdefault(name, []).append(message)
-    return errors
+    return clean_body(body, rules)[1]
 
 
 def provider_errors(

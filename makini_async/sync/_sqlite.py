@@ -60,6 +60,12 @@ def table_name(entity: str) -> str:
     return _UNSAFE.sub("_", entity.lower()).strip("_")
 
 
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    """Close connections on the thread that opened them (SQLite refuses any other)."""
+    for db in connections:
+        db.close()
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -154,15 +160,21 @@ class SQLiteStore:
         """
         if self._executor is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="makini-sqlite")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="makini-sqlite")
+        self._executor = executor
+        opened: list[sqlite3.Connection] = []
         try:
-            await self._run(self._open)
+            await self._run(lambda: opened.append(self._open()))
         except BaseException:
-            self._executor.shutdown(wait=True)
             self._executor = None
+            # A cancelled open goes on on the thread and may yet succeed: what it opens is
+            # closed there, after it (the thread's jobs run in order), without blocking the loop.
+            executor.submit(_close_all, opened)
+            executor.shutdown(wait=False)
             raise
+        self._db = opened[0]
 
-    def _open(self) -> None:
+    def _open(self) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
         except sqlite3.Error as exc:
@@ -181,10 +193,12 @@ class SQLiteStore:
                 "synced_at TEXT NOT NULL, PRIMARY KEY (connection, entity)) WITHOUT ROWID"
             )
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             db.close()
-            raise self._fail("open", exc) from None
-        self._db = db
+            if isinstance(exc, sqlite3.Error):
+                raise self._fail("open", exc) from None
+            raise
+        return db
 
     async def watermark(self, connection_id: str, entity: str) -> str | None:
         """The stored watermark of a connection and entity, or None.
@@ -352,16 +366,14 @@ class SQLiteStore:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-
-        def close() -> None:
-            db, self._db = self._db, None
-            if db is not None:
-                db.close()
-
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, close)
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_db)
         finally:
             executor.shutdown(wait=True)
+
+    def _close_db(self) -> None:
+        db, self._db = self._db, None
+        _close_all([] if db is None else [db])
 
     # -- reading (for tests, the CLI and users) ----------------------------------------------------
 

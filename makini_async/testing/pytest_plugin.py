@@ -79,11 +79,15 @@ async def makini_sandbox(makini_sandbox_factory: SandboxFactory) -> Sandbox:
 async def makini_registry(makini_sandbox: Sandbox) -> AsyncIterator[ConnectionRegistry]:
     """A registry holding every connection of ``makini_sandbox``, with zero-wait retries.
 
+    Its typed calls decode strictly (``ConnectionRegistry(strict=True)``).
+
     Yields:
         The open registry; ``makini_registry["c1"]`` is the sandbox's first connection.
     """
+    # Strict, so that a test fails on a value that does not fit its field (drift) rather than
+    # reading None.
     async with ConnectionRegistry(
-        makini_sandbox.url, retry=RetryPolicy(base=0.0, cap=0.0)
+        makini_sandbox.url, retry=RetryPolicy(base=0.0, cap=0.0), strict=True
     ) as registry:
         for connection_id, token in makini_sandbox.connections.items():
             registry.add(connection_id, token)

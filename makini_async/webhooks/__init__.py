@@ -7,6 +7,9 @@
   (`MemoryDedupStore`, `SQLiteDedupStore`), answers fast and runs your handlers off the request
   path; ``receiver.bind(registry)`` reflects connection events in a `ConnectionRegistry`.
 * `LatestEventFilter` drops entity and status events older than the last one applied.
+* A refused delivery raises a `WebhookError`: `WebhookVerificationError` from `verify` (it
+  cannot be trusted; answer 401), `WebhookPayloadError` from `parse` (signed, but not an event;
+  answer 400). Neither is a subclass of the other; ``error.status`` is the answer.
 
 Receiving, in an aiohttp.web app::
 
@@ -27,7 +30,7 @@ dedup store keeps for at least 25 hours (Makini retries for 24).
 
 from __future__ import annotations
 
-from makini_async._errors import WebhookPayloadError, WebhookVerificationError
+from makini_async._errors import WebhookError, WebhookPayloadError, WebhookVerificationError
 
 from ._dedup import DEFAULT_TTL, DedupStore, MemoryDedupStore, SQLiteDedupStore
 from ._events import (
@@ -64,6 +67,7 @@ __all__ = [
     "SyncFailedEvent",
     "SystemErrorEvent",
     "UnknownEvent",
+    "WebhookError",
     "WebhookEvent",
     "WebhookHandler",
     "WebhookPayloadError",

@@ -219,12 +219,16 @@ class SQLiteDedupStore:
         # Runs on the store's own thread.
         if self._db is None:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS makini_webhook_events "
-                "(id TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
-            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS makini_webhook_events "
+                    "(id TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
+                )
+            except BaseException:
+                db.close()  # a file that is not a database, or locked: the next call tries again
+                raise
             self._db = db
         return fn(self._db)
 
@@ -285,8 +289,11 @@ class SQLiteDedupStore:
                 db.close()
 
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, close)
-        executor.shutdown(wait=False)  # its one task is done; the thread exits at once
+        try:
+            await loop.run_in_executor(executor, close)
+        finally:
+            # The close job runs even if this call was cancelled; the thread exits after it.
+            executor.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"<SQLiteDedupStore {self.path!r} ttl={self.ttl:.0f}s>"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 import attrs
 from aiohttp import web
 
-from makini_async._errors import WebhookVerificationError
+from makini_async._errors import WebhookPayloadError, WebhookVerificationError
 
 from ._dedup import DedupStore, MemoryDedupStore
 from ._events import (
@@ -543,14 +543,14 @@ class WebhookReceiver:
             verify(body, request.headers, self._secrets)
         except WebhookVerificationError as exc:
             logger.info("Refused a webhook delivery from %s: %s", request.remote, exc.reason)
-            return self._refuse(401, exc.reason, exc.message)
+            return self._refuse(exc.status, exc.reason, exc.message)
         try:
-            event_id = single_header(request.headers, ID_HEADER)
+            event_id = single_header(request.headers, ID_HEADER, error=WebhookPayloadError)
             event = parse(body, event_id=event_id)
-        except WebhookVerificationError as exc:
+        except WebhookPayloadError as exc:
             # Signed by Makini but not an event we can read: 400 (a retry would not help).
             logger.warning("Refused a signed webhook delivery: %s (%s)", exc.reason, exc.message)
-            return self._refuse(400, exc.reason, exc.message)
+            return self._refuse(exc.status, exc.reason, exc.message)
         return await self._accept(event)
 
     async def _accept(self, event: WebhookEvent) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""Webhook signatures: `verify` a delivery, `sign` one for tests, and the errors they raise.
+"""Webhook signatures: `verify` a delivery, and `sign` one for tests.
 
 Makini signs the raw request body: ``X-Webhook-Signature: base64(HMAC-SHA256(secret, body))``.
 There is no timestamp in the scheme, so replays are stopped by deduplicating on the event id
@@ -16,7 +16,7 @@ from typing import Final, Self
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from makini_async._errors import WebhookVerificationError
+from makini_async._errors import WebhookError, WebhookVerificationError
 
 __all__ = [
     "ID_HEADER",
@@ -153,18 +153,23 @@ def header_values(headers: Mapping[str, str] | Mapping[str, object], name: str) 
     return values
 
 
-def single_header(headers: Mapping[str, str] | Mapping[str, object], name: str) -> str | None:
+def single_header(
+    headers: Mapping[str, str] | Mapping[str, object],
+    name: str,
+    *,
+    error: type[WebhookError] = WebhookVerificationError,
+) -> str | None:
     """The one value of header ``name``, or None when absent.
 
     Raises:
-        WebhookVerificationError: The header is repeated, not text, or not printable ASCII.
+        WebhookError: ``error``: the header is repeated, not text, or not printable ASCII.
     """
     values = header_values(headers, name)
     if not values:
         return None
     slug = name.lower().removeprefix("x-webhook-")
     if len(values) > 1:
-        raise WebhookVerificationError(
+        raise error(
             f"The {name} header appears {len(values)} times; send it once.",
             reason=f"duplicate_{slug}",
         )
@@ -175,9 +180,7 @@ def single_header(headers: Mapping[str, str] | Mapping[str, object], name: str) 
         except UnicodeDecodeError:
             value = None
     if not isinstance(value, str) or not value.isascii() or not value.isprintable():
-        raise WebhookVerificationError(
-            f"The {name} header is not printable ASCII.", reason=f"malformed_{slug}"
-        )
+        raise error(f"The {name} header is not printable ASCII.", reason=f"malformed_{slug}")
     return value
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from makini_async import models
@@ -311,7 +311,9 @@ class TestHypothesis:
         ),
     )
     def test_wrong_types(self, index: int, field: str, bad: object) -> None:
-        """A wrong type anywhere in a page names the record index and the field."""
+        """A wrong type anywhere in a page names the record index and the field (strict)."""
+        # One object where a list of objects is declared reads as a list of one.
+        assume(not (field == "tasks" and isinstance(bad, dict)))
         records = [dict(WO) for _ in range(10)]
         records[index] = {**WO, field: bad}
         with pytest.raises(RecordDecodeError) as info:

@@ -107,10 +107,10 @@ class TestEndToEnd:
         sandbox.configure("c1", latency=2.0)
         async with m.ConnectionRegistry(sandbox.url) as registry:
             conn = registry.add("c1", sandbox.connections["c1"])
-            started = time.monotonic()
             with pytest.raises(m.RequestTimeoutError):
                 await conn.eam.work_orders.list(per_page=1, deadline=0.2).to_list()
-            assert time.monotonic() - started < 1.5  # a loose bound: the server takes 2 s
+            # The call ended while the sandbox was still working on its answer.
+            assert [r.status for r in sandbox.requests("c1")] == [None]
 
     async def test_backoff_waits_on_the_registry_clock(self, sandbox: Sandbox) -> None:
         """Retries with 30-second backoff under a virtual clock take no real time."""

@@ -156,14 +156,15 @@ class TestReads:
         assert assets
 
     async def test_decode_error_names_path(self, conn: Connection, sandbox: Sandbox) -> None:
-        """A record of the wrong shape raises ResponseDecodeError naming the field path."""
+        """With strict=True, a value that does not fit raises ResponseDecodeError naming it."""
         sandbox.records("c1", "eam/work-orders")[3]["dueAt"] = 12345
         sandbox.connection("c1").data.touch_all()
         with pytest.raises(ResponseDecodeError, match=r"\$\.data\[3\]\.dueAt") as info:
-            await conn.eam.work_orders.list(per_page=10).to_list()
+            await conn.eam.work_orders.list(per_page=10, strict=True).to_list()
         assert info.value.request_id is not None
+        key = str(sandbox.records("c1", "eam/work-orders")[3]["key"])
         with pytest.raises(ResponseDecodeError, match=r"\$\.data\.dueAt"):
-            await conn.eam.work_orders.get(str(sandbox.records("c1", "eam/work-orders")[3]["key"]))
+            await conn.eam.work_orders.get(key, strict=True)
 
 
 class TestWrites:

@@ -171,15 +171,15 @@ class TestData:
             assert order["siteKey"] in sites
             assert order["assetKey"] in assets
 
-    async def test_hundred_thousand_work_orders_are_fast(self) -> None:
-        """Generating 100,000 work orders takes well under five seconds."""
-        import time
+    async def test_hundred_thousand_work_orders(self) -> None:
+        """A collection of 100,000 work orders is generated whole, one distinct key each.
 
+        How fast: ``benchmarks/bench_sandbox.py`` (target: under five seconds).
+        """
         sandbox = Sandbox(connections=1, seed=1, sizes={"work-orders": 100_000})
-        start = time.perf_counter()
         orders = sandbox.records("c1", "eam/work-orders")
         assert len(orders) == 100_000
-        assert time.perf_counter() - start < 5.0
+        assert len({order["key"] for order in orders}) == 100_000
 
 
 class TestConsistency:

@@ -40,6 +40,19 @@ def _csv(path: Path, server: ThreadedSandbox) -> Path:
     return path
 
 
+def _slow_with_one_stuck(server: ThreadedSandbox) -> None:
+    """Answer c1-c3 slowly and c4 not for a minute: a sync cannot end before `_unstick`."""
+    server.call(
+        lambda sandbox: [
+            sandbox.configure(c, latency=60.0 if c == "c4" else 0.03) for c in sandbox.connections
+        ]
+    )
+
+
+def _unstick(server: ThreadedSandbox) -> None:
+    server.call(lambda sandbox: [sandbox.configure(c, latency=0.0) for c in sandbox.connections])
+
+
 def _single_line_error(code: int, err: str, expected: int = 2) -> str:
     assert code == expected, err
     assert "Traceback" not in err
@@ -73,7 +86,7 @@ class TestSync:
         assert "failed" in out.splitlines()[1]
         assert f"Store: {db}" in out
         assert "c1 eam/work-orders: 60 records, 1 pages, ok" in err
-        with sqlite3.connect(db) as conn:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("SELECT count(*) FROM eam_work_orders").fetchone() == (240,)
             assert conn.execute("SELECT count(*) FROM eam_assets").fetchone() == (80,)
 
@@ -163,7 +176,7 @@ class TestSync:
         argv = ["sync", "--admin", "--entities", "assets", "--base-url", threaded_sandbox.url]
 
         def stored(db: Path) -> list[str]:
-            with sqlite3.connect(db) as conn:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
                 rows = conn.execute("SELECT DISTINCT connection FROM eam_assets ORDER BY 1")
                 return [r[0] for r in rows]
 
@@ -209,9 +222,7 @@ class TestKilled:
         self, threaded_sandbox: ThreadedSandbox, tmp_path: Path
     ) -> None:
         """SIGKILL in the middle of a sync loses nothing: the rerun ends with the same store."""
-        threaded_sandbox.call(
-            lambda sandbox: [sandbox.configure(c, latency=0.03) for c in sandbox.connections]
-        )
+        _slow_with_one_stuck(threaded_sandbox)
         connections = _csv(tmp_path / "c.csv", threaded_sandbox)
         argv = ["sync", "--connections", str(connections), "--entities", "work-orders,assets"]
         argv += ["--per-page", "4", "--concurrency", "2", "--plain"]
@@ -227,24 +238,28 @@ class TestKilled:
             written = 0
             while written < 20 and time.monotonic() < deadline:
                 time.sleep(0.02)
-                with contextlib.suppress(sqlite3.Error), sqlite3.connect(killed) as db:
+                with (
+                    contextlib.suppress(sqlite3.Error),
+                    contextlib.closing(sqlite3.connect(killed)) as db,
+                ):
                     written = db.execute("SELECT count(*) FROM eam_work_orders").fetchone()[0]
         finally:
             proc.kill()
             proc.wait(10)
         assert proc.returncode == -signal.SIGKILL
-        with sqlite3.connect(killed) as db:
+        with contextlib.closing(sqlite3.connect(killed)) as db:
             partial = db.execute("SELECT count(*) FROM eam_work_orders").fetchone()[0]
         assert 0 < partial < 240
-        threaded_sandbox.call(
-            lambda sandbox: [sandbox.configure(c, latency=0.0) for c in sandbox.connections]
-        )
+        _unstick(threaded_sandbox)
         assert _run(*argv, str(killed))[0] == 0
         whole = tmp_path / "whole.db"
         assert _run(*argv, str(whole))[0] == 0
         query = "SELECT connection, key, updated_at, deleted_at, data FROM {} ORDER BY 1, 2"
         marks = "SELECT connection, entity, updated_at FROM _makini_watermarks ORDER BY 1, 2"
-        with sqlite3.connect(killed) as a, sqlite3.connect(whole) as b:
+        with (
+            contextlib.closing(sqlite3.connect(killed)) as a,
+            contextlib.closing(sqlite3.connect(whole)) as b,
+        ):
             for table in ("eam_work_orders", "eam_assets"):
                 rows = a.execute(query.format(table)).fetchall()
                 assert rows == b.execute(query.format(table)).fetchall()
@@ -255,9 +270,7 @@ class TestKilled:
         self, threaded_sandbox: ThreadedSandbox, tmp_path: Path
     ) -> None:
         """SIGINT mid-sync prints one line, exits 130, and the rerun completes the store."""
-        threaded_sandbox.call(
-            lambda sandbox: [sandbox.configure(c, latency=0.03) for c in sandbox.connections]
-        )
+        _slow_with_one_stuck(threaded_sandbox)
         connections = _csv(tmp_path / "c.csv", threaded_sandbox)
         argv = ["sync", "--connections", str(connections), "--entities", "work-orders"]
         argv += ["--per-page", "4", "--plain", "--base-url", threaded_sandbox.url, "--store"]
@@ -273,7 +286,10 @@ class TestKilled:
             written = 0
             while written < 8 and time.monotonic() < deadline:
                 time.sleep(0.02)
-                with contextlib.suppress(sqlite3.Error), sqlite3.connect(db) as conn:
+                with (
+                    contextlib.suppress(sqlite3.Error),
+                    contextlib.closing(sqlite3.connect(db)) as conn,
+                ):
                     written = conn.execute("SELECT count(*) FROM eam_work_orders").fetchone()[0]
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
@@ -282,11 +298,9 @@ class TestKilled:
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith("makini-async: interrupted")
-        threaded_sandbox.call(
-            lambda sandbox: [sandbox.configure(c, latency=0.0) for c in sandbox.connections]
-        )
+        _unstick(threaded_sandbox)
         assert _run(*argv, str(db))[0] == 0
-        with sqlite3.connect(db) as conn:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("SELECT count(*) FROM eam_work_orders").fetchone() == (240,)
 
 
@@ -366,7 +380,7 @@ class TestBadInput:
         code, _, err = _run("list", "work-orders", "--base-url", threaded_sandbox.url)
         line = _single_line_error(code, err, expected=1)
         assert "token was refused" in line
-        assert "AUTHENTICATION_FAILED" in line
+        assert "REAUTHORIZATION_REQUIRED" in line
         assert "not-a-real-token" not in err
 
     def test_usage_errors_exit_2(self) -> None:
@@ -477,6 +491,6 @@ class TestDemo:
         assert "Traceback" not in proc.stderr
         assert "is in the store exactly once" in proc.stderr
         assert f"Database: {db}" in proc.stdout
-        with sqlite3.connect(db) as conn:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
             count = conn.execute("SELECT count(DISTINCT connection) FROM eam_work_orders")
             assert count.fetchone() == (25,)

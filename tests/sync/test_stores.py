@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,16 @@ import pytest
 from makini_async.sync import JsonLinesStore, Row, SQLiteStore, StoreError
 
 ENTITY = "eam/work-orders"
+
+
+def _descriptors_of(path: Path) -> list[str]:
+    """This process's open file descriptors on ``path`` (or its -wal and -shm files)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if str(fd.readlink()).startswith(str(path)):
+                found.append(fd.name)
+    return found
 
 
 def _row(key: str, *, deleted: bool = False, title: str = "Check pump") -> Row:
@@ -88,6 +100,40 @@ class TestSQLiteStore:
             marks = await store.watermarks()
             assert ("c3", ENTITY) not in marks
             assert marks[("c1", ENTITY)] == "W"
+
+    @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+    async def test_a_cancelled_open_leaves_no_file_open(self, tmp_path: Path) -> None:
+        """An open cancelled while it waits for another process's lock closes what it opened.
+
+        The open goes on on the store's thread and succeeds once the lock is given up; the
+        cancelled call returns at once, without waiting for it.
+        """
+        path = tmp_path / "s.db"
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")
+        released: list[bool] = []
+
+        def release() -> None:
+            holder.execute("COMMIT")
+            holder.close()
+            released.append(True)
+
+        store = SQLiteStore(path, timeout=60)
+        opening = asyncio.ensure_future(store.open())
+        await asyncio.sleep(0)  # the open is now on the store's thread
+        # Another thread gives the lock up a second later, even if this one is blocked.
+        releaser = threading.Timer(1.0, release)
+        releaser.start()
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert released == []  # the cancelled open did not wait for the lock
+        await asyncio.to_thread(releaser.join)
+        async with asyncio.timeout(30):
+            while _descriptors_of(path):  # noqa: ASYNC110 - the store's thread has no event
+                await asyncio.sleep(0.01)
+        with pytest.raises(StoreError, match="not open"):
+            await store.count(ENTITY)
 
     async def test_a_cancelled_writer_does_not_lose_the_others(self, tmp_path: Path) -> None:
         async with SQLiteStore(tmp_path / "s.db") as store:

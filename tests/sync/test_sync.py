@@ -39,7 +39,7 @@ async def _stored_keys(store: SQLiteStore, connection_id: str, entity: str) -> l
 
 
 def _no_duplicates(path: Path, table: str) -> None:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         total, distinct = db.execute(
             f"SELECT count(*), count(DISTINCT connection || '/' || key) FROM {table}"  # noqa: S608
         ).fetchone()

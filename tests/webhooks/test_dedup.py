@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +25,16 @@ class FakeClock:
 
 
 MakeStore = Callable[[FakeClock], DedupStore]
+
+
+def _descriptors_of(path: Path) -> list[str]:
+    """This process's open file descriptors on ``path`` (or its -wal and -shm files)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if str(fd.readlink()).startswith(str(path)):
+                found.append(fd.name)
+    return found
 
 
 @pytest.fixture(name="make_store", params=["memory", "sqlite"])
@@ -163,6 +175,21 @@ class TestSQLiteStore:
             await store.aclose()
         assert threads[0].startswith("makini-webhook-dedup")
         assert threads[0] != threading.current_thread().name
+
+    @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+    async def test_a_file_that_is_not_a_database_is_not_left_open(self, tmp_path: Path) -> None:
+        """A claim on a file that is not SQLite fails and leaves no descriptor of it open."""
+        path = tmp_path / "dedup.sqlite3"
+        path.write_bytes(b"this is not a database" * 100)
+        store = SQLiteDedupStore(path)
+        try:
+            with pytest.raises(sqlite3.DatabaseError) as caught:
+                await store.claim("evt_1")
+            # Checked while the error (and so its traceback's frames) is still held.
+            assert caught.value is not None
+            assert _descriptors_of(path) == []
+        finally:
+            await store.aclose()
 
     async def test_closed(self, tmp_path: Path) -> None:
         """A closed store refuses claims; closing twice is fine."""

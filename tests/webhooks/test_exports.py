@@ -30,6 +30,7 @@ class TestExports:
                 assert ".. versionadded:: 0.1.0" in (inspect.getdoc(obj) or ""), name
 
     def test_errors_join_the_tree(self) -> None:
-        """Webhook errors are caught by `except MakiniError`."""
-        assert issubclass(webhooks.WebhookVerificationError, MakiniError)
-        assert issubclass(webhooks.WebhookPayloadError, webhooks.WebhookVerificationError)
+        """Webhook errors are caught by `except WebhookError` and by `except MakiniError`."""
+        assert issubclass(webhooks.WebhookError, MakiniError)
+        assert issubclass(webhooks.WebhookVerificationError, webhooks.WebhookError)
+        assert issubclass(webhooks.WebhookPayloadError, webhooks.WebhookError)

@@ -327,9 +327,10 @@ class TestHandlersOffThePath:
             started.set()
             await gate.wait()
 
-        begin = time.monotonic()
-        assert await served.deliver(envelope()) == 200
-        assert time.monotonic() - begin < 1.0
+        # Answered while the handler is blocked (the gate opens only below); the limit turns a
+        # hang into a failure long before the test runner's timeout.
+        async with asyncio.timeout(30):
+            assert await served.deliver(envelope()) == 200
         await started.wait()
         assert served.receiver.pending == 1
         gate.set()
@@ -554,7 +555,7 @@ class TestShutdown:
         assert statuses == [200] * 100
         begin = time.monotonic()
         await served.receiver.drain(timeout=0.2)
-        assert time.monotonic() - begin < 1.0  # nothing hangs
+        assert time.monotonic() - begin < 0.2 * 10  # a loose sanity limit: nothing hangs
         abandoned = [e.id for e in served.receiver.abandoned]
         assert done
         assert abandoned

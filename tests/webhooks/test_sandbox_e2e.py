@@ -26,6 +26,11 @@ from tests.webhooks.support import OLD_SECRET, SECRET, Recorder, Serve, until
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _answered(sandbox: Sandbox, event_id: str) -> int:
+    """How many deliveries of the event have their final status (or failed) in the log."""
+    return sum(d.status is not None or d.error is not None for d in sandbox.deliveries(event_id))
+
+
 class TestEveryEventType:
     async def test_all_contract_events(self, sandbox: Sandbox, serve: Serve) -> None:
         """Each event of the contract arrives verified and typed, with its fields."""
@@ -117,14 +122,15 @@ class TestRotationEndToEnd:
         new = sandbox.add_webhook("c1", served.url, secret=SECRET)
         old = sandbox.add_webhook("c1", served.url, secret=OLD_SECRET)
         first = sandbox.emit("c1", "system.error")
-        await until(lambda: len(sandbox.deliveries(first)) == 2)
+        # A delivery is logged before its POST is answered: wait for both answers.
+        await until(lambda: _answered(sandbox, first) == 2, timeout=30)
         await served.receiver.join()
         assert {d.status for d in sandbox.deliveries(first)} == {200}
         assert len(recorder.events) == 1  # the same event through two endpoints runs once
         served.receiver.rotate(SECRET)
         sandbox.configure_webhooks(max_age=0)  # no retries for the refused delivery
         second = sandbox.emit("c1", "system.error")
-        await until(lambda: len(sandbox.deliveries(second)) == 2)
+        await until(lambda: _answered(sandbox, second) == 2, timeout=30)
         statuses = {d.endpoint_id: d.status for d in sandbox.deliveries(second)}
         assert statuses == {new.id: 200, old.id: 401}
 

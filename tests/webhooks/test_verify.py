@@ -14,8 +14,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from makini_async import MakiniError
 from makini_async.webhooks import (
     Secrets,
+    WebhookError,
     WebhookPayloadError,
     WebhookVerificationError,
+    parse,
     sign,
     verify,
 )
@@ -196,11 +198,41 @@ class TestConstantTime:
 
 class TestErrors:
     def test_tree(self) -> None:
-        """Verification errors are MakiniErrors; payload errors are verification errors."""
-        assert issubclass(WebhookVerificationError, MakiniError)
-        assert issubclass(WebhookPayloadError, WebhookVerificationError)
+        """Both refusals are WebhookErrors (so MakiniErrors) and neither is the other."""
+        for cls in (WebhookVerificationError, WebhookPayloadError):
+            assert issubclass(cls, WebhookError)
+            assert issubclass(cls, MakiniError)
+        assert not issubclass(WebhookPayloadError, WebhookVerificationError)
+        assert not issubclass(WebhookVerificationError, WebhookPayloadError)
         assert WebhookVerificationError.status == 401
         assert WebhookPayloadError.status == 400
+
+    def test_catching_verification_errors_leaves_payload_errors_alone(self) -> None:
+        """``except WebhookVerificationError`` around verify and parse lets a 400 through."""
+        raw = b'{"id": "evt_1"}'  # signed, but it names no event
+        headers = {"X-Webhook-Signature": sign(raw, secret=SECRET)}
+
+        def receive() -> None:
+            try:
+                verify(raw, headers, SECRET)
+                parse(raw)
+            except WebhookVerificationError:
+                pytest.fail("a payload error was caught as a verification error")
+
+        with pytest.raises(WebhookPayloadError) as caught:
+            receive()
+        assert caught.value.status == 400
+        with pytest.raises(WebhookError) as unsigned:
+            verify(raw, {}, SECRET)
+        assert type(unsigned.value) is WebhookVerificationError
+        assert unsigned.value.status == 401
+
+    def test_payload_errors_pickle_with_their_paths(self) -> None:
+        """A payload error survives pickling with its class, reason and paths."""
+        error = WebhookPayloadError("bad", reason="malformed_payload", paths=("$.created_at",))
+        clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+        assert type(clone) is WebhookPayloadError
+        assert (clone.reason, clone.paths, clone.status) == ("malformed_payload", error.paths, 400)
 
     def test_no_secret_anywhere(self) -> None:
         """Secrets never appear in error texts, reprs or pickles."""
