@@ -491,32 +491,34 @@ class _PageDecoder:
         return self.parse, self.convert
 
     def __call__(self, body: bytes) -> TypedPage | None:
-        for _ in range(_MAX_TRIES):
-            parse, convert = self._prepare()
-            try:
-                parsed = parse(body)
-            except msgspec.ValidationError as exc:
-                adapted = _blame(self.model, str(exc))
-            except msgspec.DecodeError:
-                return None
-            else:
-                page = RawPage(body)
-                before = invalid_count()
-                try:
-                    records = [
-                        convert(item, (page, index)) for index, item in enumerate(parsed.data)
-                    ]
-                except _Misfit as misfit:
-                    adapted = _loosen(misfit.cls, misfit.wire)
-                else:
-                    tainted = invalid_count() != before
-                    return TypedPage(
-                        self.model, records, parsed.meta, parsed.links, page, tainted=tainted
-                    )
-            if adapted is None:
-                return None
-            _state.adapt(adapted)
+        try:
+            for _ in range(_MAX_TRIES):
+                page = self._attempt(body)
+                if not isinstance(page, _Adaptations):
+                    return page
+                _state.adapt(page)
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError):
+            # Not expected; whatever it is, the reference path decides what the body gives.
+            return None
         return None
+
+    def _attempt(self, body: bytes) -> TypedPage | _Adaptations | None:
+        """The page, or the adaptation to try it again with, or None to leave it."""
+        parse, convert = self._prepare()
+        try:
+            parsed = parse(body)
+        except msgspec.ValidationError as exc:
+            return _blame(self.model, str(exc))
+        except msgspec.DecodeError:
+            return None
+        page = RawPage(body)
+        before = invalid_count()
+        try:
+            records = [convert(item, (page, index)) for index, item in enumerate(parsed.data)]
+        except _Misfit as misfit:
+            return _loosen(misfit.cls, misfit.wire)
+        tainted = invalid_count() != before
+        return TypedPage(self.model, records, parsed.meta, parsed.links, page, tainted=tainted)
 
 
 def _loosen(cls: type, wire: str) -> _Adaptations | None:
