@@ -70,6 +70,7 @@ _BROKEN_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Paths already validated (most programs call a few paths many times).
 _CHECKED_PATHS_MAX: Final = 4096
 _IDEMPOTENCY_KEY_MAX: Final = 255
+_JSON_DEPTH_MAX: Final = 512
 
 
 def check_redact(redact: Sequence[str]) -> tuple[str, ...]:
@@ -281,7 +282,27 @@ def _check_idempotency_key(key: object) -> str:
     return key
 
 
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """True when containers nest more than ``limit`` levels (walked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if not isinstance(children, Iterable) or isinstance(item, str | bytes):
+            continue
+        if depth > limit:
+            return True
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
+    return False
+
+
 def _json_body(json: object) -> bytes:
+    # Every Python then refuses the same bodies (3.13's encoder no longer hits the recursion
+    # limit), at the depth a Laravel server decodes by default.
+    if isinstance(json, dict | list | tuple) and _nested_deeper_than(json, _JSON_DEPTH_MAX):
+        raise ValueError(f"json: the body is nested more than {_JSON_DEPTH_MAX} levels deep")
     try:
         return _json.dumps(json)
     except RecursionError:

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,20 @@ def _slow_with_one_stuck(server: ThreadedSandbox) -> None:
 
 def _unstick(server: ThreadedSandbox) -> None:
     server.call(lambda sandbox: [sandbox.configure(c, latency=0.0) for c in sandbox.connections])
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Start children that Ctrl-C reaches, as from a terminal, even when this run ignores SIGINT.
+
+    A shell starts a background job with SIGINT ignored, and a child inherits that; with a
+    handler of our own here, the child starts with the default one instead.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _single_line_error(code: int, err: str, expected: int = 2) -> str:
@@ -275,12 +290,13 @@ class TestKilled:
         argv = ["sync", "--connections", str(connections), "--entities", "work-orders"]
         argv += ["--per-page", "4", "--plain", "--base-url", threaded_sandbox.url, "--store"]
         db = tmp_path / "i.db"
-        proc = subprocess.Popen(  # noqa: S603 - our own module
-            [sys.executable, "-m", "makini_async.cli", *argv, str(db)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with _interruptible():
+            proc = subprocess.Popen(  # noqa: S603 - our own module
+                [sys.executable, "-m", "makini_async.cli", *argv, str(db)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         try:
             deadline = time.monotonic() + 30
             written = 0
@@ -295,6 +311,7 @@ class TestKilled:
             _, err = proc.communicate(timeout=30)
         finally:
             proc.kill()
+            proc.communicate(timeout=10)
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith("makini-async: interrupted")
