@@ -27,7 +27,7 @@ import attrs
 from makini_async._errors import MakiniError, ResponseDecodeError
 from makini_async._fanout import Outcome, OutcomeStatus
 from makini_async._pagination import check_page, parse_page
-from makini_async._transport import Timeouts
+from makini_async._transport import Timeouts, check_seconds
 from makini_async.models import Entity
 from makini_async.models._wire import wire_name, wire_names
 
@@ -424,13 +424,10 @@ def _describe(error: Exception) -> str:
 
 def _check_limits(timeout: object, deadline: object) -> None:
     """Refuse a bad ``timeout`` or ``deadline`` before the store is opened."""
-    for name, value in (("timeout", timeout), ("deadline", deadline)):
-        if value is None or isinstance(value, Timeouts):
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a number of seconds, or None")
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    if timeout is not None and not isinstance(timeout, Timeouts):
+        check_seconds("timeout", timeout)
+    if deadline is not None:
+        check_seconds("deadline", deadline)
 
 
 async def sync(
