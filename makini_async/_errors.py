@@ -32,6 +32,7 @@
     │   └── RegistryClosedError
     ├── EventLoopMismatchError             also a RuntimeError: used from a second event loop
     ├── StoreError                         a sync store cannot be used (makini_async.sync)
+    ├── CoordinationError                  the shared Redis that processes coordinate through failed
     └── WebhookError                       a webhook delivery was refused (webhooks)
         ├── WebhookVerificationError       it cannot be trusted: answered 401
         └── WebhookPayloadError            signed, but not a webhook event: answered 400
@@ -62,6 +63,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionInactiveError",
     "ConnectionNotFoundError",
+    "CoordinationError",
     "EventLoopMismatchError",
     "IdempotencyConflictError",
     "InvalidRequestError",
@@ -553,6 +555,18 @@ class PaginationError(MakiniError):
 
 class StoreError(MakiniError):
     """The store cannot be used: locked by another process, corrupt, unreadable or unwritable.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class CoordinationError(MakiniError):
+    """The shared state that several processes coordinate through (Redis) could not be used.
+
+    Raised by the distributed rate budget, credential source and work queue
+    (``makini_async.distributed``) when Redis is unreachable or answers with an error, and the
+    component is not configured to carry on without it. The message names the operation, never
+    a token or a password from the Redis URL.
 
     .. versionadded:: 0.1.0
     """
