@@ -26,6 +26,8 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Final, TypeVar
 
+from ._optional import installed, optional
+
 __all__ = [
     "BACKEND",
     "BULK_BYTES",
@@ -103,16 +105,21 @@ def stdlib_dumps(value: object) -> bytes:
 # Request bodies are small and always go through the standard library, so that a non-finite
 # float is refused the same way with or without orjson (orjson would write it as null).
 dumps: Final = stdlib_dumps
-_loads: Callable[[bytes], object]
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - exercised by installs without the extra
-    BACKEND: Final[str] = "json"
-    _loads = stdlib_loads
-else:
-    BACKEND = "orjson"  # type: ignore[misc] # assigned once, in exactly one branch
-    _loads = orjson.loads
+#: The JSON library bodies are decoded with: orjson when installed, else the standard library.
+BACKEND: Final = "orjson" if installed("orjson") else "json"
+
+
+def _first_loads(data: bytes) -> object:
+    """Import the decoder on the first body (``import makini_async`` imports no extra)."""
+    module = optional("orjson")
+    decode: Callable[[bytes], object] = stdlib_loads if module is None else module.loads
+    _decoder[0] = decode
+    return decode(data)
+
+
+# The body decoder in use: `_first_loads` until the first body, then orjson's or ours.
+_decoder: Final[list[Callable[[bytes], object]]] = [_first_loads]
 
 
 def use_body_decoder(decoder: BodyDecoder | None) -> Token[BodyDecoder | None]:
@@ -154,6 +161,7 @@ def decode_plain(data: bytes) -> object:
         ValueError: Invalid UTF-8, invalid JSON, or a non-finite number.
         RecursionError: Absurdly deep nesting (standard library only).
     """
+    decode = _decoder[0]
     if len(data) < BULK_BYTES:
-        return _loads(data)
-    return gc_paused(_loads, data)
+        return decode(data)
+    return gc_paused(decode, data)

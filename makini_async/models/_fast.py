@@ -29,6 +29,7 @@ first read of ``raw``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, cast
 import attrs
 
 from makini_async import _json
+from makini_async._optional import LazyModule, installed
 
 from ._base import Model, RawPage
 from ._tolerant import invalid_count, keep_invalid, tolerant_function
@@ -52,20 +54,17 @@ from ._wire import (
     wire_names,
 )
 
-try:
-    import msgspec
-except ImportError:  # pragma: no cover - exercised by installs without the extra
-    _INSTALLED = False
-else:
-    _INSTALLED = True
-
 if TYPE_CHECKING:
+    import msgspec
+
     from makini_async.typing import JSON
+else:  # imported when the first typed page is decoded, not with the package
+    msgspec = LazyModule("msgspec")
 
 __all__ = ["AVAILABLE", "TypedPage", "forget_adaptations", "page_decoder", "set_enabled"]
 
 #: Whether msgspec is installed (and list pages are decoded from their bytes).
-AVAILABLE: Final = _INSTALLED
+AVAILABLE: Final = installed("msgspec")
 
 _NESTED_MANY: Final = re.compile(r"^tuple\[(\w+), \.\.\.\]$")
 _NESTED_ONE: Final = re.compile(r"^(\w+) \| None$")
@@ -138,20 +137,23 @@ class _Misfit(Exception):  # noqa: N818 - a signal between the converters and th
         self.wire = wire
 
 
-if AVAILABLE:
+@functools.cache
+def _precise_types() -> dict[str, object]:
+    """The wire type msgspec reads each scalar annotation as (built when msgspec is loaded)."""
     # Integers orjson keeps as integers (it reads those past 64 bits as floats), in the range
     # msgspec can bound.
-    _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-    _Object = dict[str, Any]
-    _PRECISE_TYPES: Final[dict[str, object]] = {
-        "str | None": str | _Int | None,  # widened: numeric ids
+    whole = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    obj = dict[str, Any]
+    return {
+        "str | None": str | whole | None,  # widened: numeric ids; also open enums
         # msgspec parses RFC 3339 strings and decimal strings itself (a string it cannot parse
         # fails the field); numbers and {} go to the reference path's converters.
-        "datetime | None": datetime | _Int | float | _Object | None,
-        "Decimal | None": Decimal | _Int | float | _Object | None,
-        "int | None": _Int | str | float | _Object | None,
-        "bool | None": bool | _Int | str | _Object | None,
+        "datetime | None": datetime | whole | float | obj | None,
+        "Decimal | None": Decimal | whole | float | obj | None,
+        "int | None": whole | str | float | obj | None,
+        "bool | None": bool | whole | str | obj | None,
     }
+
 
 #: A list of keys that msgspec read as a list of strings, a lone string or null.
 _KEYS: Final = (
@@ -347,15 +349,19 @@ class _Builder:
             "JSON": (msgspec.Raw, "    v = _raw_json(v)"),
         }
         if annotation in _PARSED:
-            custom[annotation] = (_PRECISE_TYPES[annotation], _PARSED[annotation].format(path=path))
+            custom[annotation] = (
+                _precise_types()[annotation],
+                _PARSED[annotation].format(path=path),
+            )
         if annotation in custom:
             wire_type, convert = custom[annotation]
             return wire_type, [*read, convert, store(field.name, "v", direct=direct)]
-        if annotation in _PRECISE_TYPES or _OPEN_ENUM.match(annotation):
+        if annotation in _precise_types() or _OPEN_ENUM.match(annotation):
             # The reference path's own lines, on the values msgspec read.
             source = dict(zip(wire_names(cls, field.name), slots, strict=True))
             lines = field_source(cls, field, env, source.__getitem__, direct=direct)
-            return _PRECISE_TYPES.get(annotation, str | _Int | None), lines
+            precise = _precise_types()
+            return precise.get(annotation, precise["str | None"]), lines
         wire_type, lines = self._nested(cls, field, wire, env)
         return wire_type, [*read, *lines, store(field.name, "v", direct=direct)]
 
@@ -421,7 +427,7 @@ def _field_of(cls: type, wire: str) -> attrs.Attribute[object] | None:
 def _nested_of(cls: type, field: attrs.Attribute[object]) -> type | None:
     annotation = str(field.type)
     scalars = ("JSON", "tuple[str, ...]")
-    if annotation in _PRECISE_TYPES or annotation in scalars or _OPEN_ENUM.match(annotation):
+    if annotation in _precise_types() or annotation in scalars or _OPEN_ENUM.match(annotation):
         return None
     match = _NESTED_MANY.match(annotation) or _NESTED_ONE.match(annotation)
     if match is None:

@@ -5,23 +5,31 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
+
+from makini_async._optional import optional
 
 __all__ = ["ERRORS", "SandboxError", "code_for_status", "dumps", "envelope", "new_request_id"]
 
-try:  # orjson is optional: it only makes encoding faster.
-    import orjson
 
-    def dumps(value: object) -> bytes:
-        """Encode a value as compact JSON bytes."""
-        return bytes(orjson.dumps(value))
+def _stdlib_dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
-except ImportError:  # pragma: no cover - exercised only without the speedups extra
 
-    def dumps(value: object) -> bytes:
-        """Encode a value as compact JSON bytes."""
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def _first_dumps(value: object) -> bytes:
+    """Pick the encoder at the first body: orjson (faster) when installed."""
+    module = optional("orjson")
+    _dumps[0] = _stdlib_dumps if module is None else module.dumps
+    return _dumps[0](value)
+
+
+_dumps: list[Callable[[object], bytes]] = [_first_dumps]
+
+
+def dumps(value: object) -> bytes:
+    """Encode a value as compact JSON bytes."""
+    return bytes(_dumps[0](value))
 
 
 #: code → (HTTP status, error type, default message), as in the contract's §3 table.

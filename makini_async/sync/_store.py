@@ -6,11 +6,17 @@ import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 from makini_async._errors import StoreError
+from makini_async._optional import LazyModule, optional
+
+if TYPE_CHECKING:
+    import orjson as _orjson
+else:  # imported with the first record, not with the package
+    _orjson = LazyModule("orjson")
 
 __all__ = ["Row", "Store", "record_json", "run_on_thread"]
 
@@ -21,17 +27,28 @@ def _stdlib_dumps(value: object) -> str:
 
 def _orjson_dumps(value: object) -> str:
     try:
-        return str(orjson.dumps(value), "utf-8")
+        return str(_orjson.dumps(value), "utf-8")
     except TypeError:  # e.g. an integer beyond 64 bits, which the standard library can write
         return _stdlib_dumps(value)
 
 
-try:  # the `speedups` extra: about four times faster on records
-    import orjson
-except ImportError:  # pragma: no cover - depends on the install
-    record_json: Callable[[object], str] = _stdlib_dumps
-else:
-    record_json = _orjson_dumps
+def _first_dumps(value: object) -> str:
+    """Pick the encoder at the first record (``import makini_async`` imports no extra)."""
+    _dumps[0] = _stdlib_dumps if optional("orjson") is None else _orjson_dumps
+    return _dumps[0](value)
+
+
+# The `speedups` extra's orjson is about four times faster on records.
+_dumps: list[Callable[[object], str]] = [_first_dumps]
+
+
+def record_json(value: object) -> str:
+    """A record as compact JSON text (orjson when installed).
+
+    Raises:
+        TypeError: A value JSON cannot represent.
+    """
+    return _dumps[0](value)
 
 
 @attrs.frozen
