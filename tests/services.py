@@ -12,6 +12,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -56,13 +57,15 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
     raise RuntimeError(f"{what} did not listen on port {port} within {_START_WITHIN:.0f} s")
 
 
-def _stop(process: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
+def _stop(
+    process: subprocess.Popen[bytes] | None, *, kill: bool = False, how: int = signal.SIGTERM
+) -> None:
     if process is None or process.poll() is not None:
         return
     if kill:
         process.kill()
     else:
-        process.terminate()
+        process.send_signal(how)
     try:
         process.wait(timeout=_START_WITHIN)
     except subprocess.TimeoutExpired:
@@ -131,8 +134,9 @@ class PostgresServer:
     """A PostgreSQL cluster made by ``initdb`` in a temporary directory, on a free loopback port.
 
     Trust authentication for the ``postgres`` user on 127.0.0.1 only; no Unix socket. ``stop()``
-    and ``start()`` restart it with its data kept; ``kill()`` stops it with SIGKILL (it then
-    recovers from its write-ahead log on the next start).
+    (a fast shutdown: clients are disconnected) and ``start()`` restart it with its data kept;
+    ``kill()`` stops it with SIGKILL (it then recovers from its write-ahead log on the next
+    start). `start` returns once the server accepts queries, not merely connections.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -181,15 +185,27 @@ class PostgresServer:
             "-c",
             "max_connections=200",
         ]
+        ready_before = self._ready_count()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own command line
                 command, stdout=log, stderr=subprocess.STDOUT, user=self.user
             )
         _wait_for_port(self.port, self.process, "postgres")
+        # The port opens before recovery ends ("the database system is starting up").
+        give_up = time.monotonic() + _START_WITHIN
+        while self._ready_count() <= ready_before:
+            if self.process.poll() is not None or time.monotonic() > give_up:
+                raise RuntimeError(f"postgres did not get ready; see {self.log}")
+            time.sleep(0.05)
+
+    def _ready_count(self) -> int:
+        if not self.log.exists():
+            return 0
+        return self.log.read_bytes().count(b"ready to accept connections")
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM: a smart shutdown), waiting for it to exit."""
-        _stop(self.process)
+        """Stop the server (SIGINT: a fast shutdown), waiting for it to exit."""
+        _stop(self.process, how=signal.SIGINT)
 
     def kill(self) -> None:
         """Stop the server with SIGKILL."""
