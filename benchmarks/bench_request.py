@@ -13,7 +13,14 @@ script (pinned to CPU 0), one after another, against that same server:
 - ``makini-json``: ``conn.request("GET", path)`` with orjson blocked (stdlib decoder);
 - ``makini-hooked``: as ``makini-json``, with one instrument whose observer hears every event
   of every call and does nothing with it (the cost of the instrumentation hooks);
-- ``makini-orjson``: ``conn.request("GET", path)`` with orjson (the default when installed);
+- ``makini-orjson``: ``conn.request("GET", path)`` with orjson (the default when installed),
+  with ``opentelemetry`` blocked as on an install without the ``otel`` extra;
+- ``makini-otel-off``: as ``makini-orjson``, with the ``otel`` extra installed but no instrument
+  (the child checks that nothing imported ``opentelemetry``);
+- ``makini-otel-noop``: as ``makini-orjson``, with ``OpenTelemetryInstrument`` on the API's no-op
+  tracer and meter providers;
+- ``makini-otel-sdk``: the same on the SDK's providers: every span sampled, batched to an exporter
+  that drops it, and every metric aggregated (the cost of tracing every call);
 - ``httpx``: ``httpx.AsyncClient.get`` + ``resp.json()``.
 
 Each round runs every variant once, each in a fresh child process: it warms up, then sends a
@@ -22,6 +29,7 @@ as JSON on its standard output. Variants take turns round by round, and the best
 counts; a variant whose best round was disturbed by other processes (seen in /proc/stat) gets up
 to ``--extra-rounds`` more. The parent prints a table and the ratios held against their
 targets. The exit code is 0 whatever the numbers: a benchmark reports, it does not assert.
+``--variants`` runs some variants only (e.g. ``--variants makini-orjson,makini-otel-off``).
 """
 
 from __future__ import annotations
@@ -34,10 +42,10 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 __all__ = ["VARIANTS", "main"]
 
@@ -47,14 +55,21 @@ VARIANTS: Final = (
     "makini-json",
     "makini-hooked",
     "makini-orjson",
+    "makini-otel-off",
+    "makini-otel-noop",
+    "makini-otel-sdk",
     "httpx",
 )
+_OTEL: Final = {"makini-otel-noop": "noop", "makini-otel-sdk": "sdk"}
 _LABELS: Final = {
     "raw-json": "raw aiohttp+json",
     "raw-orjson": "raw aiohttp+orjson",
     "makini-json": "makini (json)",
     "makini-hooked": "makini+hooks",
     "makini-orjson": "makini (orjson)",
+    "makini-otel-off": "otel installed, off",
+    "makini-otel-noop": "otel no-op",
+    "makini-otel-sdk": "otel SDK",
     "httpx": "httpx",
 }
 ENDPOINTS: Final = ("page", "tiny")
@@ -172,10 +187,47 @@ async def _run_raw(
     return results
 
 
+def _otel_instrument(kind: str) -> object:
+    """An `OpenTelemetryInstrument` on no-op providers, or on SDK providers that drop the data."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from makini_async.otel import OpenTelemetryInstrument
+
+    if kind == "noop":
+        return OpenTelemetryInstrument(NoOpTracerProvider(), NoOpMeterProvider())
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Dropping(SpanExporter):
+        """Takes the batches and keeps nothing: the cost measured is ours and the SDK's."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            del spans
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return OpenTelemetryInstrument(tracer_provider, meter_provider)
+
+
 async def _run_makini(
-    base_url: str, paths: dict[str, str], *, expect_backend: str, hooked: bool = False, **kw: int
+    base_url: str,
+    paths: dict[str, str],
+    *,
+    expect_backend: str,
+    hooked: bool = False,
+    otel: str | None = None,
+    **kw: int,
 ) -> dict[str, Round]:
-    from makini_async import CallObserver, CallStarted, ConnectionRegistry, _json
+    from makini_async import CallObserver, CallStarted, ConnectionRegistry, Instrument, _json
 
     class Listening:
         """An instrument that hears every event of every call and keeps nothing."""
@@ -187,11 +239,16 @@ async def _run_makini(
     assert expect_backend == _json.BACKEND, f"decoder is {_json.BACKEND}, not {expect_backend}"
     concurrency = kw["concurrency"]
     results: dict[str, Round] = {}
+    instruments: list[Instrument] = []
+    if hooked:
+        instruments.append(Listening())
+    if otel is not None:
+        instruments.append(cast("Instrument", _otel_instrument(otel)))
     async with ConnectionRegistry(
         base_url,
         limit=concurrency,
         limit_per_connection=concurrency,
-        instruments=[Listening()] if hooked else (),
+        instruments=instruments,
     ) as registry:
         conn = registry.add("bench", _TOKEN)
         for endpoint, path in paths.items():
@@ -230,6 +287,9 @@ def _child(args: argparse.Namespace) -> None:
         # Before makini_async is imported: make `import orjson` fail, as on an install
         # without the speedups extra.
         sys.modules["orjson"] = None  # type: ignore[assignment]
+    if variant == "makini-orjson":
+        # As on an install without the otel extra.
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]
     from _server import PAGE_PATH, TINY_PATH, pin_client
 
     pinned = pin_client()
@@ -250,11 +310,18 @@ def _child(args: argparse.Namespace) -> None:
         runner = _run_makini(args.base_url, paths, expect_backend="json", **kw)
     elif variant == "makini-hooked":
         runner = _run_makini(args.base_url, paths, expect_backend="json", hooked=True, **kw)
-    elif variant == "makini-orjson":
+    elif variant in {"makini-orjson", "makini-otel-off"}:
         runner = _run_makini(args.base_url, paths, expect_backend="orjson", **kw)
+    elif variant in _OTEL:
+        runner = _run_makini(
+            args.base_url, paths, expect_backend="orjson", otel=_OTEL[variant], **kw
+        )
     else:
         runner = _run_httpx(args.base_url, paths, **kw)
     results = asyncio.run(runner)
+    if variant == "makini-otel-off":
+        imported = sorted(name for name in sys.modules if name.split(".")[0] == "opentelemetry")
+        assert not imported, f"makini_async imported {imported} with no instrument"
     out = {
         "variant": variant,
         "pinned": pinned,
@@ -323,21 +390,26 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _print_table(title: str, cell: Callable[[str, str], str]) -> None:
+def _ran(report: Report, errors: dict[str, str]) -> list[str]:
+    """The variants that ran (or failed to), in table order."""
+    return [v for v in VARIANTS if v in errors or any((v, e) in report for e in ENDPOINTS)]
+
+
+def _print_table(title: str, variants: list[str], cell: Callable[[str, str], str]) -> None:
     width = 20
     print()
     print(title)
-    print(f"{'endpoint':<16}" + "".join(f"{_LABELS[v]:>{width}}" for v in VARIANTS))
+    print(f"{'endpoint':<16}" + "".join(f"{_LABELS[v]:>{width}}" for v in variants))
     for endpoint in ENDPOINTS:
         row = f"{_ENDPOINT_LABELS[endpoint]:<16}"
-        row += "".join(f"{cell(v, endpoint):>{width}}" for v in VARIANTS)
+        row += "".join(f"{cell(v, endpoint):>{width}}" for v in variants)
         print(row)
 
 
 def _print_rounds(report: Report, errors: dict[str, str]) -> None:
     print()
     print("Rounds: req/s (CPU busy: client / server / other processes on those 2 CPUs):")
-    for variant in VARIANTS:
+    for variant in _ran(report, errors):
         if variant in errors:
             print(f"  {_LABELS[variant]}: FAILED TO RUN:\n{errors[variant]}")
             continue
@@ -372,6 +444,8 @@ def _print_ratios(report: Report) -> None:
     print()
     print("Ratios against their targets; 'by CPU' = the same ratio from CPU per request:")
     for name, num, den, endpoint, target in _CHECKS:
+        if (num, endpoint) not in report or (den, endpoint) not in report:
+            continue  # not run (--variants), or failed (told under Rounds)
         by_rps = _ratio(_rps(report, num, endpoint), _rps(report, den, endpoint))
         by_cpu = _ratio(_cpu_us(report, den, endpoint), _cpu_us(report, num, endpoint))
         if target is None:
@@ -385,17 +459,54 @@ def _print_ratios(report: Report) -> None:
         print(f"  {label:<46} {_fmt(by_rps, '.2f'):>5}x  (by CPU {cpu:>5}x)  {verdict}")
 
 
+#: (label, variant, baseline, target on the CPU ratio or None for information)
+_OTEL_CHECKS: Final[tuple[tuple[str, str, str, float | None], ...]] = (
+    ("otel installed, off / makini(orjson)", "makini-otel-off", "makini-orjson", 0.98),
+    ("otel no-op          / makini(orjson)", "makini-otel-noop", "makini-orjson", None),
+    ("otel SDK            / makini(orjson)", "makini-otel-sdk", "makini-orjson", None),
+)
+
+
+def _print_otel(report: Report) -> None:
+    """The OpenTelemetry variants against the same client without the extra, by CPU."""
+    if not any((variant, e) in report for _, variant, _, _ in _OTEL_CHECKS for e in ENDPOINTS):
+        return
+    print()
+    print("OpenTelemetry: client CPU per request against makini (orjson) without the extra")
+    print("(ratio = baseline CPU / variant CPU, so 1.00 is free; +us = the extra CPU per request):")
+    for name, variant, baseline, target in _OTEL_CHECKS:
+        for endpoint in ENDPOINTS:
+            ours = _cpu_us(report, variant, endpoint)
+            base = _cpu_us(report, baseline, endpoint)
+            ratio = _ratio(base, ours)
+            extra = None if ours is None or base is None else ours - base
+            if target is None:
+                verdict = "(info)"
+            elif ratio is None:
+                verdict = f"target >= {target:.2f}  FAIL (not measured)"
+            else:
+                verdict = f"target >= {target:.2f}  {'PASS' if ratio >= target else 'FAIL'}"
+            label = f"{name} {_ENDPOINT_LABELS[endpoint]}"
+            print(
+                f"  {label:<52} {_fmt(ratio, '.3f'):>6}x  ({_fmt(extra, '+.1f'):>6} us)  {verdict}"
+            )
+
+
 def _print_report(report: Report, errors: dict[str, str]) -> None:
+    variants = _ran(report, errors)
     _print_table(
         "Requests/second (best round; higher is better):",
+        variants,
         lambda v, e: _fmt(_rps(report, v, e)),
     )
     _print_table(
         "Client CPU microseconds per request (lowest round; lower is better):",
+        variants,
         lambda v, e: _fmt(_cpu_us(report, v, e), ".1f"),
     )
     _print_rounds(report, errors)
     _print_ratios(report)
+    _print_otel(report)
     disturbed = [
         f"{_LABELS[v]} / {_ENDPOINT_LABELS[e]}"
         for v in VARIANTS
@@ -442,10 +553,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--httpx-requests", type=int, default=1_500, help="requests per round for httpx (slow)"
     )
     parser.add_argument("--httpx-warmup", type=int, default=300, help="warm-up requests, httpx")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated variants to run (default: all)",
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown or not args.variants:
+        parser.error(f"--variants takes some of {', '.join(VARIANTS)}")
     for name in ("requests", "concurrency", "rounds", "httpx_requests"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -499,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             # several variants rather than every round of one. Extra rounds re-run only the
             # variants (httpx aside) whose best round so far was disturbed by other processes.
             if number <= args.rounds:
-                todo = [v for v in VARIANTS if v not in errors]
+                todo = [v for v in VARIANTS if v in args.variants and v not in errors]
                 print(f"  round {number}/{args.rounds}:", end="", flush=True)
             else:
                 todo = [v for v in _disturbed_variants(report) if v != "httpx" and v not in errors]

@@ -135,7 +135,7 @@ class AdminClient:
             if token is None:  # pragma: no cover - __init__ wants a token or credentials
                 raise ValueError("AdminClient has neither an admin token nor client credentials")
             registry.add(_ADMIN, token)
-        return registry.get(_ADMIN)
+        return registry[_ADMIN]
 
     async def _request(self, method: str, path: str, body: JSON = None) -> JSON:
         connection = await self._connection()

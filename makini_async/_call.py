@@ -355,7 +355,8 @@ class Arguments:
         if isinstance(timeout, Timeouts):
             return timeout
         if _is_number(timeout):
-            return attrs.evolve(self.timeouts, total=check_seconds("timeout", timeout))
+            # The whole attempt, as on the registry: no separate limit on reading the answer.
+            return attrs.evolve(self.timeouts, read=None, total=check_seconds("timeout", timeout))
         raise TypeError(
             "timeout must be a Timeouts, a number of seconds, or None, "
             f"not {type(timeout).__name__}"

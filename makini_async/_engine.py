@@ -274,6 +274,18 @@ class Engine:
                 )
             )
             raise
+        except asyncio.CancelledError:
+            observer.call_ended(
+                CallEnded(
+                    call.attempts,
+                    None,
+                    None,
+                    None,
+                    self._clock.monotonic() - started,
+                    cancelled=True,
+                )
+            )
+            raise
         observer.call_ended(
             CallEnded(
                 call.attempts,

@@ -148,9 +148,10 @@ class CallEnded:
         attempts: How many attempts were sent.
         status: The final HTTP status, or None when no answer arrived.
         request_id: The final answer's ``X-Request-Id``, or None.
-        error: The error the call raised, or None when it succeeded (a cancelled call ends
-            with no event).
+        error: The error the call raised, or None when it succeeded or was cancelled.
         seconds: How long the whole call took.
+        cancelled: The call was cancelled (its task, or a timeout around it); ``status`` is
+            then None unless an answer had arrived.
 
     .. versionadded:: 0.1.0
     """
@@ -160,6 +161,7 @@ class CallEnded:
     request_id: str | None
     error: MakiniError | None
     seconds: float
+    cancelled: bool = False
 
 
 class CallObserver:

@@ -9,6 +9,7 @@ connection. It keeps the connections by id; closing it is one call on each owner
 from __future__ import annotations
 
 import enum
+import os
 import platform
 import re
 import ssl as ssl_module
@@ -43,12 +44,14 @@ from ._transport import (
 )
 from ._types import Clock, SystemClock
 
-__all__ = ["DEFAULT_BASE_URL", "ConnectionRegistry"]
+__all__ = ["BASE_URL_ENV", "DEFAULT_BASE_URL", "ConnectionRegistry", "resolve_base_url"]
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - the item type of map(items=...)
 
 DEFAULT_BASE_URL: Final = "https://api.makini.io"
+#: The environment variable read for the base URL when none is given.
+BASE_URL_ENV: Final = "MAKINI_BASE_URL"
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
 _TOKENLESS_KEY: Final = "<tokenless>"
 
@@ -109,6 +112,53 @@ def _check_base_url(base_url: object) -> str:
             f"base_url's path would be sent as {url.raw_path!r}: write it as it must be sent"
         )
     return trimmed
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The base URL to use: the one given, else ``$MAKINI_BASE_URL``, else `DEFAULT_BASE_URL`.
+
+    A variable that is set but blank counts as unset.
+
+    Args:
+        base_url: The explicit base URL, or None.
+
+    Returns:
+        The checked base URL, without a trailing slash.
+
+    Raises:
+        TypeError: ``base_url`` is neither a str nor None.
+        ValueError: A bad URL; one read from the environment names the variable.
+    """
+    if base_url is not None:
+        return _check_base_url(base_url)
+    from_env = os.environ.get(BASE_URL_ENV, "").strip()
+    if not from_env:
+        return DEFAULT_BASE_URL
+    try:
+        return _check_base_url(from_env)
+    except ValueError as exc:
+        raise ValueError(f"${BASE_URL_ENV} is not a usable base URL: {exc}") from None
+
+
+def _check_timeout(timeout: object) -> Timeouts:
+    """The registry's per-attempt `Timeouts` from its ``timeout=`` argument.
+
+    A number is the whole of each attempt: no separate limit on reading the answer, so that
+    ``timeout=300`` really gives a slow source system five minutes.
+
+    Raises:
+        TypeError: Neither `Timeouts`, a number nor None.
+        ValueError: A number that is not > 0, not finite, or over `MAX_SECONDS`.
+    """
+    if timeout is None:
+        return Timeouts()
+    if isinstance(timeout, Timeouts):
+        return timeout
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return Timeouts(read=None, total=check_seconds("timeout", timeout))
+    raise TypeError(
+        f"timeout must be a Timeouts, a number of seconds, or None, not {type(timeout).__name__}"
+    )
 
 
 def _check_close_timeout(name: str, value: object) -> float:
@@ -220,9 +270,14 @@ class ConnectionRegistry:
             response = await conn.request("GET", "/api/eam/work-orders")
 
     Args:
-        base_url: Makini's API origin (the sandbox's ``url`` in tests).
-        retry: How transient failures are retried.
-        timeouts: Per-attempt timeouts; each call may override them.
+        base_url: Makini's API origin (the sandbox's ``url`` in tests). When None, the
+            ``MAKINI_BASE_URL`` environment variable, else ``https://api.makini.io``.
+        retry: How transient failures are retried. ``RetryPolicy(attempts=4)`` (the default)
+            makes at most 4 attempts in all, the first included: that is 3 retries.
+        timeout: Per-attempt limits, which each call may override: seconds for the whole of
+            each attempt, or a `Timeouts` (None: ``Timeouts()``, whose ``total`` is 120 s and
+            ``connect + read`` 70 s). To wait without limit, pass ``Timeouts`` with every
+            field None.
         on_reconnect: ``async (ReconnectEvent) -> str | None``, run once per connection and
             token generation when a 401 arrives; a returned token replays the failed calls, None
             (or an exception) moves the connection to ``REAUTHORIZATION_REQUIRED``.
@@ -250,17 +305,17 @@ class ConnectionRegistry:
 
     Raises:
         TypeError: Bad argument types.
-        ValueError: Bad argument values.
+        ValueError: Bad argument values, including a bad ``$MAKINI_BASE_URL``.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         *,
         retry: RetryPolicy | None = None,
-        timeouts: Timeouts | None = None,
+        timeout: Timeouts | float | None = None,
         on_reconnect: ReconnectHook | None = None,
         limit: int = 100,
         limit_per_connection: int | None = 16,
@@ -281,7 +336,7 @@ class ConnectionRegistry:
     ) -> None:
         self._state = _State.UNOPENED
         self._strict = _check_strict(strict)
-        origin = _check_base_url(base_url)
+        origin = resolve_base_url(base_url)
         for name, value in (
             ("limit", limit),
             ("max_response_size", max_response_size),
@@ -300,15 +355,13 @@ class ConnectionRegistry:
         _check_connection_options(proxy=proxy, trust_env=trust_env, user_agent=user_agent, ssl=ssl)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy or None, not {type(retry).__name__}")
-        if timeouts is not None and not isinstance(timeouts, Timeouts):
-            raise TypeError(f"timeouts must be a Timeouts or None, not {type(timeouts).__name__}")
+        the_timeouts = _check_timeout(timeout)
         for seam, given in (("clock", clock), ("budget", budget), ("credentials", credentials)):
             if given is not None:
                 _check_seam(seam, given)
         instruments, trace_configs = _check_plugins(instruments, trace_configs)
         policy = retry if retry is not None else RetryPolicy()
         the_clock: Clock = clock if clock is not None else SystemClock()
-        the_timeouts = timeouts if timeouts is not None else Timeouts()
         self.base_url = origin
         self._close_timeout = _check_close_timeout("close_timeout", close_timeout)
         self._limit_per_connection = limit_per_connection
@@ -471,7 +524,30 @@ class ConnectionRegistry:
         self._connections[connection_id] = (connection, channel)
         return connection
 
-    def get(self, connection_id: str) -> Connection:
+    @overload
+    def get(self, connection_id: str) -> Connection | None: ...
+
+    @overload
+    def get(self, connection_id: str, default: T) -> Connection | T: ...
+
+    def get(self, connection_id: str, default: object = None) -> object:
+        """The connection registered under ``connection_id``, or ``default``: as `dict.get`.
+
+        ``registry[connection_id]`` is the form that raises.
+
+        Args:
+            connection_id: The connection's id.
+            default: What to return when no such connection is registered.
+
+        Returns:
+            The `Connection`, or ``default``.
+
+        .. versionadded:: 0.1.0
+        """
+        entry = self._connections.get(connection_id)
+        return default if entry is None else entry[0]
+
+    def __getitem__(self, connection_id: str) -> Connection:
         """The connection registered under ``connection_id``.
 
         Raises:
@@ -484,11 +560,12 @@ class ConnectionRegistry:
         except KeyError:
             raise ConnectionNotFoundError(connection_id) from None
 
-    def __getitem__(self, connection_id: str) -> Connection:
-        return self.get(connection_id)
-
-    def __contains__(self, connection_id: object) -> bool:
-        return connection_id in self._connections
+    def __contains__(self, item: object) -> bool:
+        # An id, or a Connection: iteration yields Connections, so `conn in registry` must work.
+        if isinstance(item, Connection):
+            entry = self._connections.get(item.id)
+            return entry is not None and entry[0] is item
+        return item in self._connections
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -536,7 +613,7 @@ class ConnectionRegistry:
         .. versionadded:: 0.1.0
         """
         check_token(token)
-        connection = self.get(connection_id)
+        connection = self[connection_id]
         self._connections[connection_id][1].install(token)
         return connection
 
@@ -680,7 +757,7 @@ class ConnectionRegistry:
                 raise TypeError(
                     f"connections must hold Connections or their ids, not {type(entry).__name__}"
                 )
-            connection = self.get(entry) if isinstance(entry, str) else entry
+            connection = self[entry] if isinstance(entry, str) else entry
             registered = self._connections.get(connection.id)
             if registered is None or registered[0] is not connection:
                 raise ConnectionNotFoundError(connection.id)

@@ -89,6 +89,9 @@ class RetryPolicy:
     clients failing together do not retry together. A ``Retry-After`` from the server is always
     honoured as a floor: no retry is sent earlier than the server asked.
 
+    ``attempts`` counts attempts, not retries: the default 4 is the first try and at most 3
+    retries (what other clients call ``max_retries=3``).
+
     Args:
         attempts: Attempts in all, the first included (1 disables retries).
         base: The first backoff ceiling, in seconds.

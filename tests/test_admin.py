@@ -93,7 +93,7 @@ class TestRegister:
             assert sorted(c.id for c in added) == ["c1", "c2"]
             assert added[0].metadata["provider"] == "sandbox"
             assert await admin.register(registry) == []
-            conn = registry.get("c1")
+            conn = registry["c1"]
             assert (await conn.integration()).id == "c1"
             sandbox.expire_token("c1")
             assert (await conn.integration()).id == "c1"  # renewed through the Admin API

@@ -875,11 +875,11 @@ async def _registry_closed(env: Env) -> list[Outcome]:
     return [Outcome(await raised(conn.request("GET", "/x")))]
 
 
-@row("`registry.get()` of an unknown id")
+@row("`registry[id]` of an unknown id")
 async def _unknown_id(env: Env) -> list[Outcome]:
     registry = env.make_registry(env.url)
     with pytest.raises(m.ConnectionNotFoundError) as caught:
-        registry.get("nope")
+        registry["nope"]
     return [Outcome(caught.value)]
 
 

@@ -42,10 +42,10 @@ class TestBookkeeping:
         assert registry.open_sessions == 0
 
     def test_unknown_connection(self) -> None:
-        """An unknown id raises ConnectionNotFoundError, which is also a KeyError."""
+        """registry[id] of an unknown id raises ConnectionNotFoundError, also a KeyError."""
         registry = ConnectionRegistry()
         with pytest.raises(m.ConnectionNotFoundError, match="nope"):
-            registry.get("nope")
+            registry["nope"]
         with pytest.raises(KeyError):
             registry["nope"]
         with pytest.raises(m.ConnectionNotFoundError):

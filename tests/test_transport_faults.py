@@ -563,7 +563,7 @@ class TestBrokenBodies:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(connect=0.5, read=2.0),
+            timeout=m.Timeouts(connect=0.5, read=2.0),
         )
         error = await fails(registry.add("c1", TOKEN).request("GET", "/x"), m.TransportError)
         assert not isinstance(error, m.RequestTimeoutError)
@@ -868,7 +868,7 @@ class TestProtocolGarbage:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(connect=0.5, read=2.0),
+            timeout=m.Timeouts(connect=0.5, read=2.0),
         )
         error = await fails(registry.add("c1", TOKEN).request("GET", "/x"), m.TransportError)
         assert not isinstance(error, m.RequestTimeoutError | m.ConnectError)
@@ -888,7 +888,7 @@ class TestProtocolGarbage:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(connect=0.5, read=2.0),
+            timeout=m.Timeouts(connect=0.5, read=2.0),
         )
         result = await outcome(registry.add("c1", TOKEN).request("GET", "/x"))
         if isinstance(result, m.MakiniError):
@@ -939,7 +939,7 @@ class TestProtocolGarbage:
         registry = make_registry(
             await start_scripted(raw_server, rec, wire),
             retry=m.RetryPolicy.no_retries(),
-            timeouts=m.Timeouts(connect=0.5, read=2.0),
+            timeout=m.Timeouts(connect=0.5, read=2.0),
         )
         result = await outcome(registry.add("c1", TOKEN).request("GET", "/x"))
         if isinstance(result, m.MakiniError):

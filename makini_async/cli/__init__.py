@@ -5,7 +5,11 @@
     makini-async sync --connections customers.csv --entities work-orders,assets --store sync.db
     makini-async sync --admin --entities work-orders --store sync.db   # MAKINI_CLIENT_ID/_SECRET
     makini-async demo [--db makini-demo.db]
-    makini-async sandbox --port 8600 --connections 20
+    makini-async sandbox --port 8600 --connections 20 --write-connections sandbox.json
+    makini-async entities
+    makini-async sync --queue redis://host:6379/0 --connections ids.csv --entities work-orders
+    makini-async worker --redis redis://host:6379/0 --connections c.csv --store postgresql://...
+    makini-async status --queue redis://host:6379/0
     MAKINI_TOKEN=... makini-async list work-orders --filter updatedAt:gt=2026-01-01
     MAKINI_TOKEN=... makini-async get work-orders KEY
 
@@ -31,6 +35,7 @@ from makini_async import AuthenticationError, MakiniError, StoreError
 from makini_async.sandbox.__main__ import main as sandbox_main
 
 from ._demo import run_demo
+from ._entities import run_entities
 from ._parser import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -39,6 +44,7 @@ from ._parser import (
     UsageError,
     build_parser,
 )
+from ._queue import run_queue_sync, run_status, run_worker
 from ._read import run_read
 from ._report import Reporter
 from ._sync import run_sync
@@ -92,11 +98,16 @@ def main(  # noqa: PLR0911 - one exit status per kind of failure
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     if arguments[:1] == ["sandbox"]:
-        return sandbox_main(arguments[1:])
+        return sandbox_main(arguments[1:], prog=f"{PROG} sandbox")
     try:
         args = build_parser().parse_args(arguments)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except UsageError as exc:
+        err.write(f"{PROG}: error: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    if args.command == "entities":
+        return run_entities(args, out)
     try:
         with _library_logging(verbose=args.verbose, stream=err):
             return asyncio.run(_dispatch(args, out, err))
@@ -119,8 +130,16 @@ def main(  # noqa: PLR0911 - one exit status per kind of failure
 
 
 async def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.command == "sync" and args.queue is not None:
+        return await run_queue_sync(args, Reporter(out, err, plain=args.plain))
     if args.command == "sync":
+        if args.store is None:
+            raise UsageError("the following arguments are required: --store (or --queue)")
         return await run_sync(args, Reporter(out, err, plain=args.plain))
+    if args.command == "worker":
+        return await run_worker(args, err)
+    if args.command == "status":
+        return await run_status(args, out)
     if args.command == "demo":
         return await run_demo(args, Reporter(out, err, plain=args.plain))
     return await run_read(args, out)

@@ -11,11 +11,11 @@ import json
 import os
 from pathlib import Path
 
-from makini_async import ConnectionRegistry
+from makini_async import AdminClient, ConnectionRegistry
 
 from ._parser import UsageError
 
-__all__ = ["add_connection", "env_token", "read_connections"]
+__all__ = ["add_connection", "admin_client", "env_token", "read_connections"]
 
 
 def read_connections(path: str) -> list[tuple[str, str]]:
@@ -133,3 +133,22 @@ def add_connection(
         registry.add(connection_id, token)
     except (TypeError, ValueError):
         raise UsageError(f"{where}: connection {connection_id!r} has a malformed token") from None
+
+
+def admin_client(base_url: str) -> AdminClient:
+    """The Admin API client from the environment: client credentials, or a bare admin token."""
+    client_id = os.environ.get("MAKINI_CLIENT_ID", "").strip()
+    client_secret = os.environ.get("MAKINI_CLIENT_SECRET", "").strip()
+    admin_token = os.environ.get("MAKINI_ADMIN_TOKEN", "").strip() or None
+    if bool(client_id) != bool(client_secret):
+        raise UsageError("set both MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET")
+    if not client_id and admin_token is None:
+        raise UsageError(
+            "--admin needs MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET (or MAKINI_ADMIN_TOKEN)"
+        )
+    try:
+        return AdminClient(
+            client_id or None, client_secret or None, base_url=base_url, admin_token=admin_token
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

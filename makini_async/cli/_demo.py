@@ -172,7 +172,7 @@ async def run_demo(args: argparse.Namespace, reporter: Reporter) -> int:  # noqa
             )
 
             # Changes at the source, then an incremental run.
-            writer = registry.get(ids[0])
+            writer = registry[ids[0]]
             new_keys = []
             for number in range(3):
                 answer = await writer.request(

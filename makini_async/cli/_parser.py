@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Final
+from typing import Any, Final, NoReturn
 
-from makini_async._registry import DEFAULT_BASE_URL
+import makini_async
+from makini_async._registry import BASE_URL_ENV, DEFAULT_BASE_URL
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "FILTER_OPS",
     "PROG",
     "UsageError",
     "build_parser",
@@ -23,10 +24,20 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 PROG: Final = "makini-async"
+#: The operators of ``--filter FIELD:OP=VALUE`` (without one, the filter is equality).
+FILTER_OPS: Final = ("contains", "startsWith", "endsWith", "gt", "gteq", "lt", "lteq")
+_MAX_PER_PAGE: Final = 500
 
 
 class UsageError(Exception):
     """Bad input from the command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are `UsageError`s: one line, like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _positive(text: str) -> int:
@@ -39,11 +50,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _per_page(text: str) -> int:
+    value = _positive(text)
+    if value > _MAX_PER_PAGE:
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_PER_PAGE}, got {text!r}")
+    return value
+
+
 def _base_url(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--base-url",
-        default=os.environ.get("MAKINI_BASE_URL", DEFAULT_BASE_URL),
-        help="Makini's API origin (default: $MAKINI_BASE_URL or %(default)s)",
+        metavar="URL",
+        help=f"Makini's API origin (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
 
 
@@ -53,46 +71,222 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser; ``args.command`` names the command.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="The Makini batch client: sync, demo, sandbox and quick looks."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {makini_async.__version__}"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log requests and retries")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("sync", help="pull what changed for every connection into a store")
     source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("--connections", metavar="FILE", help="JSON or CSV of id,token")
+    source.add_argument(
+        "--connections",
+        metavar="FILE",
+        help='a CSV of id,token lines, or JSON: [{"id", "token"}, ...], the same list '
+        "under \"connections\" (as 'makini-async sandbox --write-connections' writes), or "
+        "{id: token}",
+    )
     source.add_argument(
         "--admin",
         action="store_true",
         help="every active connection, via the Admin API: $MAKINI_CLIENT_ID and "
         "$MAKINI_CLIENT_SECRET (or a bare $MAKINI_ADMIN_TOKEN)",
     )
-    run.add_argument("--entities", required=True, help="e.g. work-orders,assets")
-    run.add_argument("--store", required=True, help="a SQLite file, or a directory for JSON lines")
-    run.add_argument("--format", choices=("auto", "sqlite", "jsonl"), default="auto")
-    run.add_argument("--concurrency", type=_positive, default=8)
-    run.add_argument("--per-page", type=_positive, default=500)
-    run.add_argument("--overlap", type=_positive, default=300, help="seconds (default 300)")
+    run.add_argument(
+        "--entities",
+        required=True,
+        metavar="LIST",
+        help="comma-separated entities, e.g. work-orders,assets,erp/sales-orders (a bare name "
+        "is looked up in eam, then erp, then wms; see 'makini-async entities')",
+    )
+    run.add_argument(
+        "--store",
+        metavar="PATH",
+        help="a SQLite file, a directory for JSON lines (created when missing; checked "
+        "writable before any request), or a postgresql:// DSN (the postgres extra); required, "
+        "except with --queue",
+    )
+    run.add_argument(
+        "--format",
+        choices=("auto", "sqlite", "jsonl"),
+        default="auto",
+        help="the store's format; auto: JSON lines when --store is a directory or ends in "
+        "'/', SQLite otherwise (default: %(default)s)",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="most connection/entity pairs synced at once (default: %(default)s)",
+    )
+    run.add_argument(
+        "--per-page",
+        type=_per_page,
+        default=500,
+        metavar="N",
+        help=f"records per page, 1 to {_MAX_PER_PAGE} (default: %(default)s)",
+    )
+    run.add_argument(
+        "--overlap",
+        type=_positive,
+        default=300,
+        metavar="SECONDS",
+        help="how far before the stored watermark each run reads again (default: %(default)s)",
+    )
     run.add_argument("--plain", action="store_true", help="plain lines, no live display")
     _base_url(run)
+    _queue_commands(commands, run)
 
     demo = commands.add_parser("demo", help="the main job against an embedded sandbox")
-    demo.add_argument("--db", help="the SQLite file to write (default: a temporary file)")
-    demo.add_argument("--connections", type=_positive, default=25)
+    demo.add_argument(
+        "--db",
+        metavar="FILE",
+        help="the SQLite file to write; an earlier demo database there is replaced "
+        "(default: a temporary file)",
+    )
+    demo.add_argument(
+        "--connections",
+        type=_positive,
+        default=25,
+        metavar="N",
+        help="customer connections in the embedded sandbox, 3 or more (default: %(default)s)",
+    )
     demo.add_argument("--plain", action="store_true", help="plain lines, no live display")
 
     commands.add_parser("sandbox", help="serve the sandbox (see: makini-async sandbox --help)")
 
+    entities = commands.add_parser(
+        "entities", help="list the entities with their paths and verbs (no token needed)"
+    )
+    entities.add_argument("--domain", choices=("eam", "erp", "wms"), help="only this API")
+    entities.add_argument("--json", action="store_true", help="JSON out, with the attributes")
+
     for name in ("get", "list"):
         sub = commands.add_parser(name, help=f"{name} records with $MAKINI_TOKEN (JSON out)")
-        sub.add_argument("resource", help="e.g. work-orders or erp/sales-orders")
+        sub.add_argument(
+            "resource", help="e.g. work-orders or erp/sales-orders (see 'makini-async entities')"
+        )
         if name == "get":
-            sub.add_argument("key")
+            sub.add_argument("key", help="the record's key")
         else:
-            sub.add_argument("--filter", action="append", default=[], metavar="FIELD[:OP]=V")
-            sub.add_argument("--per-page", type=_positive, default=50)
-            sub.add_argument("--page", type=_positive, default=1)
-            sub.add_argument("--all", action="store_true", help="every page")
+            sub.add_argument(
+                "--filter",
+                action="append",
+                default=[],
+                metavar="FIELD[:OP]=VALUE",
+                help="repeatable; FIELD=VALUE is equality, OP is one of "
+                f"{', '.join(FILTER_OPS)} (e.g. updatedAt:gt=2026-01-01T00:00:00Z)",
+            )
+            sub.add_argument(
+                "--per-page",
+                type=_positive,
+                default=50,
+                metavar="N",
+                help="records per page (default: %(default)s)",
+            )
+            sub.add_argument(
+                "--page",
+                type=_positive,
+                default=1,
+                metavar="N",
+                help="the page to start from (default: %(default)s)",
+            )
+            sub.add_argument("--all", action="store_true", help="every page from --page on")
         _base_url(sub)
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def _queue_commands(
+    commands: argparse._SubParsersAction[Any], run: argparse.ArgumentParser
+) -> None:
+    """``sync --queue``, ``worker`` and ``status``: a sync shared by workers through Redis."""
+    run.add_argument(
+        "--queue",
+        metavar="REDIS_URL",
+        help="enqueue one job per connection and entity on this Redis (arq) instead of syncing "
+        "here, then follow them until done; jobs carry connection ids only, never tokens: "
+        "each worker reads tokens from its own --connections FILE or --admin",
+    )
+    run.add_argument("--no-wait", action="store_true", help="with --queue: enqueue and return")
+    run.add_argument("--queue-name", metavar="NAME", help=argparse.SUPPRESS)
+
+    worker = commands.add_parser(
+        "worker", help="run queued sync jobs (see: sync --queue) into a store"
+    )
+    source = worker.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--connections", metavar="FILE", help="this worker's tokens, as for sync --connections"
+    )
+    source.add_argument(
+        "--admin", action="store_true", help="this worker's tokens via the Admin API, as for sync"
+    )
+    worker.add_argument("--redis", required=True, metavar="REDIS_URL", help="the queue's Redis")
+    worker.add_argument(
+        "--store",
+        required=True,
+        metavar="STORE",
+        help="a postgresql:// DSN, a SQLite file or a directory for JSON lines; "
+        "opened once, at start-up",
+    )
+    worker.add_argument(
+        "--format",
+        choices=("auto", "sqlite", "jsonl"),
+        default="auto",
+        help="the store's format when --store is not a postgresql:// DSN; auto: JSON lines when "
+        "--store is a directory or ends in /",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="jobs run at once (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=_seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="a running job's lease, renewed while it runs: when a worker dies, another one "
+        "retries its jobs within this delay plus --poll (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--job-timeout",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="most time one connection/entity job may take (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--poll",
+        type=_seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="seconds between looks at the queue (default: %(default)s)",
+    )
+    worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument(
+        "--budget-redis",
+        action="store_true",
+        help="share the rate-limit budget with the other workers through the same Redis",
+    )
+    worker.add_argument("--queue-name", metavar="NAME", help=argparse.SUPPRESS)
+    _base_url(worker)
+
+    status = commands.add_parser("status", help="the queue's jobs and workers (see: sync --queue)")
+    status.add_argument("--queue", required=True, metavar="REDIS_URL", help="the queue's Redis")
+    status.add_argument("--queue-name", metavar="NAME", help=argparse.SUPPRESS)

@@ -9,10 +9,11 @@ from urllib.parse import quote
 
 from makini_async import Connection, ConnectionRegistry, Listing, Page
 from makini_async._pagination import parse_page
+from makini_async._registry import resolve_base_url
 from makini_async.sync._entities import collection
 
 from ._connections import add_connection, env_token
-from ._parser import EXIT_OK, UsageError
+from ._parser import EXIT_OK, FILTER_OPS, UsageError
 
 if TYPE_CHECKING:
     from makini_async.typing import JSON
@@ -21,12 +22,18 @@ __all__ = ["run_read"]
 
 
 def _filters(items: list[str]) -> list[tuple[str, object]]:
+    """``filter[FIELD]`` and ``filter[FIELD:OP]`` parameters; a bad one is a usage error."""
     params: list[tuple[str, object]] = []
     for item in items:
-        field, sep, value = item.partition("=")
-        if not sep or not field:
+        target, sep, value = item.partition("=")
+        field, colon, op = target.partition(":")
+        if not sep or not field.strip() or any(c in field for c in "[]"):
             raise UsageError(f"--filter {item!r}: use FIELD=VALUE or FIELD:OP=VALUE")
-        params.append((f"filter[{field}]", value))
+        if colon and op not in FILTER_OPS:
+            raise UsageError(
+                f"--filter {item!r}: unknown operator {op!r}; use one of {', '.join(FILTER_OPS)}"
+            )
+        params.append((f"filter[{target}]", value))
     return params
 
 
@@ -55,22 +62,25 @@ async def run_read(args: argparse.Namespace, out: TextIO) -> int:
 
     Raises:
         UsageError: An unknown resource, no ``$MAKINI_TOKEN``, or a malformed ``--filter``.
+        ValueError: A bad ``--base-url`` or ``$MAKINI_BASE_URL``.
         MakiniError: A request failed.
     """
     try:
         path = collection(args.resource).path
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    filters = _filters(args.filter) if args.command == "list" else []
+    base_url = resolve_base_url(args.base_url)
     token = env_token("MAKINI_TOKEN")
-    async with ConnectionRegistry(args.base_url) as registry:
+    async with ConnectionRegistry(base_url) as registry:
         add_connection(registry, "cli", token, "MAKINI_TOKEN")
-        conn = registry.get("cli")
+        conn = registry["cli"]
         result: object
         if args.command == "get":
             answer = await conn.request("GET", f"{path}/{quote(args.key, safe='')}")
             result = answer.data.get("data") if isinstance(answer.data, dict) else None
         else:
-            params = [("per_page", args.per_page), *_filters(args.filter)]
+            params = [("per_page", args.per_page), *filters]
             result = await _listing(conn, path, params, args).to_list()
     out.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     out.flush()

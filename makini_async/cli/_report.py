@@ -146,6 +146,34 @@ class Reporter:
             self._live.stop()
             self._live = None
 
+    def interrupted(self, where: str) -> None:
+        """Print what an interrupted sync got done, from its progress so far, on stdout.
+
+        Everything counted here is in the store: each connection and entity's watermark moves
+        only with its rows, so the next run resumes where this one stopped.
+
+        Args:
+            where: The store, as the user named it.
+        """
+        tally = self._tally
+        if tally is None:
+            return
+        elapsed = time.monotonic() - tally.started
+        self.out.write(f"Interrupted after {elapsed:.1f} s; synced so far:\n")
+        headers = ("entity", "connections done", "records", "errors")
+        rows = [
+            (entity, done, records, errors) for entity, done, records, _, errors in tally.rows()
+        ]
+        widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(4)]
+        for row in (headers, *rows):
+            cells = [
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            ]
+            self.out.write("  ".join(cells).rstrip() + "\n")
+        self.out.write(f"Store: {where}\n")
+        self.out.flush()
+
     def summary(self, summary: SyncSummary, where: str) -> None:
         """Print the summary table on stdout, then the failures and the store.
 

@@ -1,11 +1,14 @@
-"""Makini webhooks: verify deliveries, decode typed events, and receive them on aiohttp.web.
+"""Makini webhooks: verify deliveries, decode typed events, receive them on aiohttp.web or ASGI.
 
 * `verify` checks ``X-Webhook-Signature`` (base64 HMAC-SHA256 of the raw body) against one or
   more active secrets; `sign` computes it for your tests.
 * `parse` turns a verified body into a typed event (`SyncCompletedEvent`, `EntityEvent`, ...).
-* `WebhookReceiver` does both on an aiohttp.web route, deduplicates by event id
-  (`MemoryDedupStore`, `SQLiteDedupStore`), answers fast and runs your handlers off the request
-  path; ``receiver.bind(registry)`` reflects connection events in a `ConnectionRegistry`.
+* `WebhookReceiver` does both, deduplicates by event id (`MemoryDedupStore`,
+  `SQLiteDedupStore`), answers fast and runs your handlers off the request path;
+  ``receiver.bind(registry)`` reflects connection events in a `ConnectionRegistry`. It serves
+  aiohttp.web (``receiver.app()``, ``receiver.setup(app, path)``), any ASGI framework
+  (``receiver.asgi()``, a `WebhookASGIApp`, for Starlette and FastAPI) and anything else
+  (``await receiver.receive(body, headers)`` returns a `WebhookAnswer`), with the same answers.
 * `LatestEventFilter` drops entity and status events older than the last one applied.
 * A refused delivery raises a `WebhookError`: `WebhookVerificationError` from `verify` (it
   cannot be trusted; answer 401), `WebhookPayloadError` from `parse` (signed, but not an event;
@@ -22,6 +25,16 @@ Receiving, in an aiohttp.web app::
 
     app.add_subapp("/webhooks/makini", receiver.app())
 
+Or in FastAPI (Starlette alike), starting and draining it from the app's lifespan::
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with receiver:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.mount("/webhooks/makini", receiver.asgi())
+
 Makini's scheme has no timestamp: a replayed delivery is stopped by its event id, which the
 dedup store keeps for at least 25 hours (Makini retries for 24).
 
@@ -32,6 +45,8 @@ from __future__ import annotations
 
 from makini_async._errors import WebhookError, WebhookPayloadError, WebhookVerificationError
 
+from ._asgi import WebhookASGIApp
+from ._core import ReceiverStats, WebhookAnswer
 from ._dedup import DEFAULT_TTL, DedupStore, MemoryDedupStore, SQLiteDedupStore
 from ._events import (
     EntityEvent,
@@ -46,7 +61,7 @@ from ._events import (
     parse,
 )
 from ._ordering import LatestEventFilter
-from ._receiver import ReceiverStats, WebhookHandler, WebhookReceiver
+from ._receiver import WebhookHandler, WebhookReceiver
 from ._verify import ID_HEADER, SIGNATURE_HEADER, Secrets, sign, verify
 
 __all__ = [
@@ -67,6 +82,8 @@ __all__ = [
     "SyncFailedEvent",
     "SystemErrorEvent",
     "UnknownEvent",
+    "WebhookASGIApp",
+    "WebhookAnswer",
     "WebhookError",
     "WebhookEvent",
     "WebhookHandler",

@@ -1,7 +1,10 @@
-"""`WebhookReceiver`: an aiohttp.web endpoint that verifies, deduplicates and dispatches events.
+"""`WebhookReceiver`: verifies, deduplicates and dispatches Makini's webhook deliveries.
 
-The request path only checks and queues; handlers run on a bounded pool of worker tasks, so the
-answer (2xx within Makini's 10 s) never waits for them::
+`receive` is the whole request path, with no web framework in it: body bytes (or an async byte
+stream) and headers in, a `WebhookAnswer` out. The aiohttp.web and ASGI adapters translate
+their requests into it, so both answer alike. The request path only checks and queues; handlers
+run on a bounded pool of worker tasks, so the answer (2xx within Makini's 10 s) never waits for
+them::
 
     POST ─► size/encoding/type checks ─► read ≤ max_body_size ─► verify ─► parse ─► claim id
          ─► queue ─► 200                    workers: queue ─► handlers (errors logged, never 5xx)
@@ -13,9 +16,8 @@ import asyncio
 import contextlib
 import fnmatch
 import inspect
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 
@@ -24,6 +26,21 @@ from aiohttp import web
 
 from makini_async._errors import WebhookPayloadError, WebhookVerificationError
 
+from . import _aiohttp
+from ._asgi import WebhookASGIApp
+from ._core import (
+    DEFAULT_MAX_BODY_SIZE,
+    Headers,
+    ReceiverStats,
+    WebhookAnswer,
+    body_refusal,
+    check_body,
+    check_headers,
+    content_length,
+    ok,
+    read_capped,
+    refusal,
+)
 from ._dedup import DedupStore, MemoryDedupStore
 from ._events import (
     ReauthorizationRequiredEvent,
@@ -32,19 +49,13 @@ from ._events import (
     parse,
 )
 from ._ordering import LatestEventFilter
-from ._verify import (
-    ID_HEADER,
-    Secrets,
-    header_values,
-    single_header,
-    verify,
-)
+from ._verify import ID_HEADER, Secrets, header_values, single_header, verify
 
 if TYPE_CHECKING:
     from makini_async._connection import Connection
     from makini_async._registry import ConnectionRegistry
 
-__all__ = ["ReceiverStats", "WebhookHandler", "WebhookReceiver"]
+__all__ = ["WebhookHandler", "WebhookReceiver"]
 
 logger: Final = logging.getLogger("makini_async.webhooks")
 
@@ -54,47 +65,9 @@ E = TypeVar("E", bound=WebhookEvent)
 WebhookHandler = Callable[[E], Awaitable[object]]
 _AnyHandler = Callable[[WebhookEvent], Awaitable[object]]
 
-DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
-_READ_CHUNK: Final = 64 * 1024
 _MAX_SELECTOR: Final = 256
 _CACHE_LIMIT: Final = 1024
-_RETRY_AFTER: Final = "5"
 _GLOB_CHARS: Final = frozenset("*?[")
-# What aiohttp reports for a missing Content-Type, which generic HTTP clients also send for raw
-# bytes: the signature, not the label, is what proves a delivery is Makini's JSON.
-_UNTYPED: Final = frozenset({"application/octet-stream", ""})
-
-
-@attrs.define
-class ReceiverStats:
-    """Counters kept by a `WebhookReceiver`.
-
-    Attributes:
-        received: Requests that reached the receiver.
-        accepted: Events queued for their handlers (answered 200).
-        duplicates: Deliveries of an event already accepted (answered 200, not queued).
-        rejected: Deliveries refused as invalid (400, 401, 405, 413, 415).
-        unavailable: Deliveries refused for now (503: full queue, shutting down, store error).
-        handled: Handler runs that returned.
-        failed: Handler runs that raised or timed out.
-        abandoned: Accepted events that did not finish before shutdown.
-
-    .. versionadded:: 0.1.0
-    """
-
-    received: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    unavailable: int = 0
-    handled: int = 0
-    failed: int = 0
-    abandoned: int = 0
-
-    @property
-    def handler_runs(self) -> int:
-        """How many times a handler was started and ended (``handled + failed``)."""
-        return self.handled + self.failed
 
 
 @attrs.frozen
@@ -123,20 +96,6 @@ def _seconds(value: object) -> bool:
     return type(value) in {int, float} and 0 <= value < float("inf")  # type: ignore[operator] # checked
 
 
-# The 200 answers, encoded once: they are sent for every accepted event.
-_OK_BODIES: Final = {
-    code: json.dumps({"status": code}).encode() for code in ("accepted", "duplicate")
-}
-
-
-def _reply(status: int, code: str, message: str = "", **headers: str) -> web.Response:
-    ok = _OK_BODIES.get(code)
-    if ok is not None:
-        return web.Response(body=ok, content_type="application/json")
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers or None)
-
-
 def _check_selector(selector: object) -> str | type[WebhookEvent]:
     if isinstance(selector, str):
         if not selector or len(selector) > _MAX_SELECTOR:
@@ -151,7 +110,7 @@ def _check_selector(selector: object) -> str | type[WebhookEvent]:
 
 
 class WebhookReceiver:
-    """Receives Makini's webhooks on an aiohttp.web server and runs your handlers for them.
+    """Receives Makini's webhooks on aiohttp.web or ASGI and runs your handlers for them.
 
     Each delivery is size-capped, verified against the active secrets, parsed into a typed
     event, deduplicated by event id and queued; the answer is 200 at once. Worker tasks then run
@@ -160,7 +119,7 @@ class WebhookReceiver:
     delivery that cannot be taken right now (full queue, shutting down) gets 503 so that Makini
     retries it later. Nothing answers 500.
 
-    Mount it as a sub-application, or as a route of your own app::
+    In aiohttp.web, mount it as a sub-application or as a route of your own app::
 
         receiver = WebhookReceiver(secret)
 
@@ -172,7 +131,9 @@ class WebhookReceiver:
 
     Either way the app's ``on_shutdown`` lets accepted events finish (up to ``drain_timeout``);
     those still unfinished are logged by id, kept in `abandoned`, and released from the dedup
-    store so that a redelivery runs them.
+    store so that a redelivery runs them. In Starlette or FastAPI, mount `asgi` and wrap the
+    app's lifespan in ``async with receiver:``, which starts the workers and drains them; in any
+    other framework, answer with `receive`.
 
     Args:
         secrets: The endpoint's signing secret, or several while rotating (``[new, old]``).
@@ -418,146 +379,119 @@ class WebhookReceiver:
 
         return unbind
 
-    # -- aiohttp.web integration -------------------------------------------------------------
+    # -- receiving ---------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        """A sub-application that receives deliveries on ``POST /`` below its mount point.
+    async def receive(
+        self,
+        body: bytes | AsyncIterable[bytes],
+        headers: Headers,
+        *,
+        method: str = "POST",
+        remote: str | None = None,
+    ) -> WebhookAnswer:
+        """Check, verify, parse, deduplicate and queue one delivery, with no web framework.
 
-        Mount it with ``app.add_subapp("/webhooks/makini", receiver.app())``; Makini's endpoint
-        is then ``https://your.host/webhooks/makini`` (with or without the final slash). Its
-        startup, shutdown and cleanup signals start the workers, drain them and close the store.
+        The aiohttp.web and ASGI adapters call this; call it yourself to receive deliveries in
+        any other framework, then send the answer's status, headers and body as they are.
+
+        Args:
+            body: The raw request body: bytes, or an async iterable of chunks (read only up to
+                ``max_body_size``; a larger body is answered 413 without reading the rest).
+            headers: The request headers (a multidict, so that a repeated header is seen).
+            method: The request's method; anything but ``POST`` is answered 405.
+            remote: The sender's address, for log messages.
 
         Returns:
-            A new ``aiohttp.web.Application``.
-
-        .. versionadded:: 0.1.0
-        """
-        app = web.Application()
-        self.setup(app, "/")
-        app.router.add_post("", self.handle)  # the mount point itself, without the slash
-        return app
-
-    def setup(self, app: web.Application, path: str) -> None:
-        """Add ``POST path`` to ``app`` and tie the receiver to the app's lifecycle.
+            200 once the event is queued (``"accepted"``) or was already (``"duplicate"``);
+            400, 401, 405, 413 or 415 for an invalid delivery; 503 with ``Retry-After`` when it
+            cannot be taken now (queue full, shutting down, failing store). Never 500.
 
         Raises:
-            ValueError: ``path`` does not start with ``/``.
+            TypeError: ``body`` is neither bytes nor an async iterable, or ``headers`` is not a
+                mapping (raised before anything is read or counted).
 
         .. versionadded:: 0.1.0
         """
-        if not path.startswith("/"):
-            raise ValueError("The webhook path must start with '/'.")
-        app.router.add_post(path, self.handle)
-        app.on_startup.append(self._on_startup)
-        app.on_shutdown.append(self._on_shutdown)
-        app.on_cleanup.append(self._on_cleanup)
-
-    async def _on_startup(self, _: web.Application) -> None:
-        await self.start()
-
-    async def _on_shutdown(self, _: web.Application) -> None:
-        await self.drain()
-
-    async def _on_cleanup(self, _: web.Application) -> None:
-        await self.aclose()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The aiohttp.web handler: check, verify, parse, deduplicate and queue one delivery.
-
-        Use it directly as a route (``app.router.add_post(path, receiver.handle)``); then call
-        `aclose` (or `setup`, which does it on the app's shutdown) when the app stops.
-
-        Returns:
-            200 once the event is queued (or was already), 4xx for an invalid delivery, 503 when
-            it cannot be taken now. Never 500.
-
-        .. versionadded:: 0.1.0
-        """
+        checked_body = check_body(body)
+        checked_headers = check_headers(headers)
         self.stats.received += 1
         try:
-            return await self._handle(request)
+            return await self._receive(checked_body, checked_headers, method, remote)
         except asyncio.CancelledError:
             raise
         except Exception:
             # A bug or a broken store must not become a 500, which reveals nothing useful; 503
             # makes Makini retry the delivery later.
             logger.exception("Unexpected error while receiving a webhook")
-            self.stats.unavailable += 1
-            return _reply(503, "unavailable", "Try again later.", **{"Retry-After": _RETRY_AFTER})
+            return self._refuse(503, "unavailable", "Try again later.")
 
-    def _refuse(self, status: int, code: str, message: str) -> web.Response:
+    def _refuse(self, status: int, code: str, message: str) -> WebhookAnswer:
         if status == 503:  # noqa: PLR2004 - the one retry-later status
             self.stats.unavailable += 1
-            return _reply(status, code, message, **{"Retry-After": _RETRY_AFTER})
-        self.stats.rejected += 1
-        return _reply(status, code, message)
+        else:
+            self.stats.rejected += 1
+        return refusal(status, code, message)
 
-    def _precheck(self, request: web.Request) -> web.Response | None:
-        """Refuse before reading the body: wrong method, compressed, too large, not JSON."""
+    def _precheck(self, headers: Headers, method: str) -> WebhookAnswer | None:
+        """Refuse before reading the body: closing, not POST, compressed, too large, not JSON."""
+        if len(header_values(headers, "Content-Type")) > 1:
+            # Which label holds is anyone's guess; aiohttp.web's own parser refuses it too.
+            return self._refuse(400, "duplicate_content_type", "Send one Content-Type header.")
         if self._closing:
             return self._refuse(503, "shutting_down", "The receiver is shutting down.")
-        if request.method != "POST":
+        if method != "POST":
             return self._refuse(405, "method_not_allowed", "Deliveries are POSTed.")
-        encodings = header_values(request.headers, "Content-Encoding")
-        if any(str(v).strip().lower() not in {"", "identity"} for v in encodings):
-            # The signature covers the bytes as sent, and decompressing first is a bomb risk.
-            return self._refuse(415, "encoded_body", "Compressed bodies are not accepted.")
-        length = request.content_length
-        if length is not None and length > self.max_body_size:
-            return self._refuse(413, "body_too_large", "The body is larger than allowed.")
-        if self.require_json and request.content_type not in _UNTYPED:
-            mimetype = request.content_type
-            if mimetype != "application/json" and not mimetype.endswith("+json"):
-                return self._refuse(415, "not_json", "The body must be application/json.")
-        return None
+        refused = body_refusal(headers, self.max_body_size, require_json=self.require_json)
+        return None if refused is None else self._refuse(*refused)
 
-    async def _read(self, request: web.Request) -> bytes | None:
-        """The body, or None once it passes ``max_body_size`` (the rest is never read)."""
-        length = request.content_length
-        if length is not None:
-            # Already checked against the cap; aiohttp stops the body at Content-Length.
-            return await request.content.readexactly(length)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_body_size:
-                return None
-            chunks.append(chunk)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        refused = self._precheck(request)
+    async def _receive(
+        self,
+        body: bytes | AsyncIterable[bytes],
+        headers: Headers,
+        method: str,
+        remote: str | None,
+    ) -> WebhookAnswer:
+        refused = self._precheck(headers, method)
         if refused is not None:
             return refused
+        raw = await self._read(body, headers)
+        if isinstance(raw, WebhookAnswer):
+            return raw
         try:
-            body = await self._read(request)
-        except Exception as exc:  # noqa: BLE001 - a peer that hangs up mid-body is no server bug
-            logger.info("A webhook delivery's body could not be read: %s", type(exc).__name__)
-            return self._refuse(400, "unreadable_body", "The body could not be read.")
-        if body is None:
-            return self._refuse(413, "body_too_large", "The body is larger than allowed.")
-        try:
-            verify(body, request.headers, self._secrets)
+            verify(raw, headers, self._secrets)
         except WebhookVerificationError as exc:
-            logger.info("Refused a webhook delivery from %s: %s", request.remote, exc.reason)
+            logger.info("Refused a webhook delivery from %s: %s", remote, exc.reason)
             return self._refuse(exc.status, exc.reason, exc.message)
         try:
-            event_id = single_header(request.headers, ID_HEADER, error=WebhookPayloadError)
-            event = parse(body, event_id=event_id)
+            event_id = single_header(headers, ID_HEADER, error=WebhookPayloadError)
+            event = parse(raw, event_id=event_id)
         except WebhookPayloadError as exc:
             # Signed by Makini but not an event we can read: 400 (a retry would not help).
             logger.warning("Refused a signed webhook delivery: %s (%s)", exc.reason, exc.message)
             return self._refuse(exc.status, exc.reason, exc.message)
         return await self._accept(event)
 
-    async def _accept(self, event: WebhookEvent) -> web.StreamResponse:
+    async def _read(
+        self, body: bytes | AsyncIterable[bytes], headers: Headers
+    ) -> bytes | WebhookAnswer:
+        """The body, or the refusal when it passes the cap or cannot be read whole."""
+        try:
+            raw = await read_capped(body, self.max_body_size)
+        except Exception as exc:  # noqa: BLE001 - a peer that hangs up mid-body is no server bug
+            logger.info("A webhook delivery's body could not be read: %s", type(exc).__name__)
+            return self._refuse(400, "unreadable_body", "The body could not be read.")
+        if raw is None:
+            return self._refuse(413, "body_too_large", "The body is larger than allowed.")
+        length = content_length(headers)
+        if length is not None and length != len(raw):
+            return self._refuse(400, "unreadable_body", "The body is shorter or longer than sent.")
+        return raw
+
+    async def _accept(self, event: WebhookEvent) -> WebhookAnswer:
         if not await self.store.claim(event.id):
             self.stats.duplicates += 1
             logger.debug("Webhook %s (%s) is a duplicate; not run again", event.id, event.type)
-            return _reply(200, "duplicate")
+            return ok("duplicate")
         queue = self._queue
         if queue is None:
             await self.start()
@@ -578,7 +512,70 @@ class WebhookReceiver:
                 )
                 return self._refuse(503, "busy", "Too many events are waiting; retry later.")
         self.stats.accepted += 1
-        return _reply(200, "accepted")
+        return ok("accepted")
+
+    # -- aiohttp.web and ASGI adapters -------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """A sub-application that receives deliveries on ``POST /`` below its mount point.
+
+        Mount it with ``app.add_subapp("/webhooks/makini", receiver.app())``; Makini's endpoint
+        is then ``https://your.host/webhooks/makini`` (with or without the final slash). Its
+        startup, shutdown and cleanup signals start the workers, drain them and close the store.
+
+        Returns:
+            A new ``aiohttp.web.Application``.
+
+        .. versionadded:: 0.1.0
+        """
+        return _aiohttp.sub_app(self)
+
+    def setup(self, app: web.Application, path: str) -> None:
+        """Add ``POST path`` to ``app`` and tie the receiver to the app's lifecycle.
+
+        Args:
+            app: The aiohttp.web application.
+            path: The route's path, e.g. ``"/webhooks/makini"``.
+
+        Raises:
+            ValueError: ``path`` does not start with ``/``.
+
+        .. versionadded:: 0.1.0
+        """
+        _aiohttp.setup(self, app, path)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp.web handler: answer one delivery with `receive`'s answer.
+
+        Use it directly as a route (``app.router.add_post(path, receiver.handle)``); then call
+        `aclose` (or `setup`, which does it on the app's shutdown) when the app stops.
+
+        Args:
+            request: The aiohttp.web request.
+
+        Returns:
+            200 once the event is queued (or was already), 4xx for an invalid delivery, 503 when
+            it cannot be taken now. Never 500.
+
+        .. versionadded:: 0.1.0
+        """
+        return await _aiohttp.handle(self, request)
+
+    def asgi(self) -> WebhookASGIApp:
+        """An ASGI 3 application receiving deliveries, for Starlette, FastAPI or any server.
+
+        Mount it (``Mount("/webhooks/makini", app=receiver.asgi())`` in Starlette,
+        ``app.mount("/webhooks/makini", receiver.asgi())`` in FastAPI) and start and drain the
+        receiver from the framework's lifespan with ``async with receiver:``; frameworks do not
+        pass their lifespan to mounted apps. As a server's only application it handles the
+        lifespan itself. It needs no optional dependency.
+
+        Returns:
+            A new `WebhookASGIApp` answering as `receive` does.
+
+        .. versionadded:: 0.1.0
+        """
+        return WebhookASGIApp(self)
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -763,4 +760,4 @@ def _lookup(
             "Webhook %s (%s) is older than one already applied; ignored", event.id, event.type
         )
         return None
-    return registry.get(connection_id)
+    return registry[connection_id]

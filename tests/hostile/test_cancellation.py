@@ -224,7 +224,7 @@ class Journey:
             limit=1,
             limit_per_connection=1,
             retry=m.RetryPolicy(attempts=3, base=1.0, cap=1.0),
-            timeouts=m.Timeouts(connect=5.0, read=30.0, pool=5.0),
+            timeout=m.Timeouts(connect=5.0, read=30.0, pool=5.0),
             clock=self.clock,
             on_reconnect=self._hook,
             trace_configs=[trace],

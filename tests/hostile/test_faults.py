@@ -270,7 +270,7 @@ async def run_fault(
         m.ConnectionRegistry(
             server.url,
             retry=m.RetryPolicy(attempts=2, base=0.0, cap=0.0),
-            timeouts=m.Timeouts(connect=2.0, read=30.0),
+            timeout=m.Timeouts(connect=2.0, read=30.0),
         ) as registry,
     ):
         conn = registry.add("c1", TOKEN)

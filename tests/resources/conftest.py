@@ -29,11 +29,11 @@ async def _registry(sandbox: Sandbox) -> AsyncIterator[ConnectionRegistry]:
 @pytest.fixture(name="conn")
 def _conn(registry: ConnectionRegistry) -> Connection:
     """The v3 connection ``c1``."""
-    return registry.get("c1")
+    return registry["c1"]
 
 
 @pytest.fixture(name="conn_v4")
 def _conn_v4(registry: ConnectionRegistry, sandbox: Sandbox) -> Connection:
     """The connection ``c2``, switched to v4."""
     sandbox.configure("c2", v4=True)
-    return registry.get("c2")
+    return registry["c2"]

@@ -65,7 +65,7 @@ class TestEdges:
         prefetch: int,
     ) -> None:
         """Every record comes once, in server order, whatever the page boundaries."""
-        service = getattr(sized_registry.get("c1").eam, attribute)
+        service = getattr(sized_registry["c1"].eam, attribute)
         listing = service.list(per_page=per_page, prefetch=prefetch)
         seen = [r.key async for r in listing]
         assert seen == _keys(sized, resource)
@@ -78,7 +78,7 @@ class TestEdges:
         self, sized: Sandbox, sized_registry: ConnectionRegistry, prefetch: int
     ) -> None:
         """Ten thousand records over a hundred pages arrive complete and in order."""
-        meters = sized_registry.get("c1").eam.meters
+        meters = sized_registry["c1"].eam.meters
         keys = [m.key async for m in meters.list(per_page=100, prefetch=prefetch)]
         assert keys == _keys(sized, "eam/meters")
         assert len(keys) == 10_000
@@ -87,7 +87,7 @@ class TestEdges:
         self, sized: Sandbox, sized_registry: ConnectionRegistry
     ) -> None:
         """A listing resumes from a page number, and max_pages stops it early."""
-        vendors = sized_registry.get("c1").eam.vendors
+        vendors = sized_registry["c1"].eam.vendors
         keys = _keys(sized, "eam/vendors")
         assert [v.key async for v in vendors.list(per_page=5, page=3)] == keys[10:]
         for prefetch in (0, 3):
@@ -99,7 +99,7 @@ class TestEdges:
         self, sized: Sandbox, sized_registry: ConnectionRegistry
     ) -> None:
         """With prefetch, the next pages are asked for while the caller still reads the first."""
-        meters = sized_registry.get("c1").eam.meters
+        meters = sized_registry["c1"].eam.meters
         path = "/api/eam/meters"
         pages = meters.list(per_page=20, max_pages=9, prefetch=8).pages()
         first = await anext(pages)
@@ -115,7 +115,7 @@ class TestEdges:
     ) -> None:
         """Leaving the loop early cancels the pages still being fetched."""
         sized.configure("c1", latency=0.2)
-        meters = sized_registry.get("c1").eam.meters
+        meters = sized_registry["c1"].eam.meters
         listing = meters.list(per_page=100, prefetch=4).pages()
         first = await anext(listing)
         assert first.meta.current_page == 1
@@ -129,7 +129,7 @@ class TestEdges:
     ) -> None:
         """Cancelling the consumer cancels every prefetch fetch; no task is left behind."""
         sized.configure("c1", latency=0.2)
-        meters = sized_registry.get("c1").eam.meters
+        meters = sized_registry["c1"].eam.meters
 
         async def consume() -> None:
             async for _ in meters.list(per_page=100, prefetch=4):
@@ -148,7 +148,7 @@ class TestEdges:
     ) -> None:
         """Breaking out of a record loop lets the event loop cancel the prefetches at once."""
         sized.configure("c1", latency=0.2)
-        meters = sized_registry.get("c1").eam.meters
+        meters = sized_registry["c1"].eam.meters
         async for meter in meters.list(per_page=100, prefetch=4):
             assert meter.key is not None
             break
@@ -160,7 +160,7 @@ class TestEdges:
         self, sized: Sandbox, sized_registry: ConnectionRegistry
     ) -> None:
         """A failing page stops the listing with its error, prefetch or not."""
-        meters = sized_registry.get("c1").eam.meters
+        meters = sized_registry["c1"].eam.meters
         for prefetch in (0, 4):
             sized.inject(500, times=None, path="/api/eam/meters", connection="c1")
             listing = meters.list(per_page=100, prefetch=prefetch)
@@ -287,4 +287,4 @@ class TestGuards:
     ) -> None:
         """Out-of-range paging arguments fail at once, before any I/O."""
         with pytest.raises(ValueError, match=r">= 1|>= 0"):
-            registry.get("c1").eam.work_orders.list(**kwargs)  # type: ignore[arg-type]
+            registry["c1"].eam.work_orders.list(**kwargs)  # type: ignore[arg-type]

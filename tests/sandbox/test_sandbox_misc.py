@@ -21,7 +21,14 @@ WO = "/api/eam/work-orders"
 PACKAGE = Path(makini_async.sandbox.__file__).parent
 #: What the sandbox may import from the rest of makini_async: the webhook signature, so deliveries
 #: verify with the client's `verify()`, and the OpenAPI files its route table is derived from.
-SHARED = ("makini_async.sandbox", "makini_async.webhooks", "makini_async._openapi")
+# Shared with the client: the webhooks' signing, the OpenAPI files, and the lazy loading of the
+# optional extras (orjson).
+SHARED = (
+    "makini_async.sandbox",
+    "makini_async.webhooks",
+    "makini_async._openapi",
+    "makini_async._optional",
+)
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 

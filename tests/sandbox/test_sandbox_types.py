@@ -30,7 +30,7 @@ async def _conn(sandbox: Sandbox) -> AsyncIterator[Connection]:
     """The client's connection ``c1`` to the sandbox."""
     async with ConnectionRegistry(sandbox.url, retry=ZERO_WAIT) as registry:
         registry.add("c1", sandbox.connections["c1"])
-        yield registry.get("c1")
+        yield registry["c1"]
 
 
 async def _raw_get(sandbox: Sandbox, target: str) -> tuple[int, dict[str, str], bytes]:

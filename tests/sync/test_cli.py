@@ -284,7 +284,8 @@ class TestKilled:
     def test_ctrl_c_exits_130_without_a_traceback(
         self, threaded_sandbox: ThreadedSandbox, tmp_path: Path
     ) -> None:
-        """SIGINT mid-sync prints one line, exits 130, and the rerun completes the store."""
+        """SIGINT mid-sync prints what was synced so far, then one line, exits 130; a rerun
+        completes the store."""
         _slow_with_one_stuck(threaded_sandbox)
         connections = _csv(tmp_path / "c.csv", threaded_sandbox)
         argv = ["sync", "--connections", str(connections), "--entities", "work-orders"]
@@ -308,13 +309,24 @@ class TestKilled:
                 ):
                     written = conn.execute("SELECT count(*) FROM eam_work_orders").fetchone()[0]
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=30)
         finally:
             proc.kill()
             proc.communicate(timeout=10)
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith("makini-async: interrupted")
+        # The partial summary: c4 never answers, so at most 3 of 4 connections are done.
+        lines = out.splitlines()
+        assert lines[0].startswith("Interrupted after ")
+        assert lines[1].split() == ["entity", "connections", "done", "records", "errors"]
+        entity, done, records, errors = lines[2].split()
+        assert entity == "eam/work-orders"
+        assert done.endswith("/4")
+        assert int(done.split("/")[0]) < 4
+        assert int(records.replace(",", "")) >= written
+        assert errors == "0"
+        assert lines[-1] == f"Store: {db}"
         _unstick(threaded_sandbox)
         assert _run(*argv, str(db))[0] == 0
         with contextlib.closing(sqlite3.connect(db)) as conn:

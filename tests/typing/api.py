@@ -42,7 +42,7 @@ async def use() -> None:
     async with ConnectionRegistry(
         "https://api.makini.io",
         retry=RetryPolicy(attempts=3),
-        timeouts=Timeouts(read=30.0),
+        timeout=Timeouts(read=30.0),
         on_reconnect=hook,
         clock=VirtualClock(),
     ) as registry:
@@ -72,7 +72,7 @@ async def use() -> None:
 
 
 async def upload_documents(registry: ConnectionRegistry) -> None:
-    conn = registry.get("acme")
+    conn = registry["acme"]
     document: Document = await conn.eam.documents.upload(
         Upload(io.BytesIO(b"%PDF-1.7"), filename="manual.pdf", content_type="application/pdf"),
         name="Pump manual",
@@ -91,7 +91,7 @@ async def upload_documents(registry: ConnectionRegistry) -> None:
 
 
 async def create_with_tasks(registry: ConnectionRegistry) -> None:
-    conn = registry.get("acme")
+    conn = registry["acme"]
     order: WorkOrder = await conn.eam.work_orders.create(
         WorkOrderInput(
             title="Replace seal",

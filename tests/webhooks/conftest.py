@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from makini_async.webhooks import WebhookReceiver
-from tests.webhooks.support import SECRET, Serve, Served
+from tests.webhooks.asgi_support import UvicornServer, fastapi_app, starlette_app
+from tests.webhooks.support import SECRET, Serve, Served, ServeOn
 
 
 @pytest.fixture(name="session")
@@ -47,6 +48,33 @@ async def _serve(session: aiohttp.ClientSession) -> AsyncIterator[Serve]:
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture(name="serve_on")
+async def _serve_on(serve: Serve, session: aiohttp.ClientSession) -> AsyncIterator[ServeOn]:
+    """Serve a receiver by framework name: aiohttp.web, or Starlette or FastAPI under uvicorn.
+
+    The ASGI apps mount ``receiver.asgi()`` at ``/hook`` and start and drain the receiver from
+    their lifespan (``async with receiver``); the servers stop at teardown.
+    """
+    servers: list[UvicornServer] = []
+
+    async def serve_on(
+        framework: str, receiver: WebhookReceiver | None = None, **kwargs: object
+    ) -> Served:
+        if receiver is None:
+            receiver = WebhookReceiver(SECRET, **kwargs)  # type: ignore[arg-type]
+        if framework == "aiohttp":
+            return await serve(receiver)
+        app = starlette_app(receiver) if framework == "starlette" else fastapi_app(receiver)
+        server = UvicornServer(app)
+        servers.append(server)
+        base = await server.start()
+        return Served(receiver, f"{base}/hook/", session)
+
+    yield serve_on
+    for server in reversed(servers):
+        await server.stop()
 
 
 @pytest.fixture(name="sandbox_options")

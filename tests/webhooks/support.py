@@ -108,3 +108,5 @@ class Served:
 
 #: The ``serve`` fixture: ``await serve(receiver=None, **receiver_kwargs) -> Served``.
 Serve = Callable[..., Awaitable[Served]]
+#: The ``serve_on`` fixture: ``await serve_on(framework, receiver=None, **kwargs) -> Served``.
+ServeOn = Callable[..., Awaitable[Served]]

@@ -16,7 +16,16 @@ class TestExports:
         assert len(set(webhooks.__all__)) == len(webhooks.__all__)
         for name in webhooks.__all__:
             assert hasattr(webhooks, name), name
-        for module in ("_dedup", "_events", "_ordering", "_receiver", "_verify"):
+        for module in (
+            "_aiohttp",
+            "_asgi",
+            "_core",
+            "_dedup",
+            "_events",
+            "_ordering",
+            "_receiver",
+            "_verify",
+        ):
             private = getattr(webhooks, module)
             for name in private.__all__:
                 assert name in webhooks.__all__, (module, name)
