@@ -13,6 +13,7 @@ from aiohttp import web
 from makini_async import ConnectionRegistry
 from makini_async.sandbox import Sandbox
 from makini_async.testing import VirtualClock
+from tests.examples import Mode, collect
 from tests.support import (
     ZERO_WAIT,
     MakeRegistry,
@@ -21,6 +22,17 @@ from tests.support import (
     StartApp,
     StartRaw,
 )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report how many README and docs examples the suite runs (`tests/test_docs.py`)."""
+    examples = collect()
+    run = [example for example in examples if example.mode is not Mode.SKIP]
+    python = [example for example in run if example.mode is not Mode.SHELL]
+    terminalreporter.write_line(
+        f"docs examples: {len(run)} run ({len(python)} Python, {len(run) - len(python)} shell), "
+        f"{len(examples) - len(run)} skipped with a reason"
+    )
 
 
 @pytest.fixture(name="raw_server")
