@@ -41,6 +41,7 @@ from typing import Final
 __all__ = [
     "PAGE_PATH",
     "PAGE_RECORDS",
+    "RATED_PATH",
     "TINY_PATH",
     "ServerInfo",
     "cpu_busy_seconds",
@@ -53,6 +54,9 @@ __all__ = [
 
 PAGE_PATH: Final = "/api/eam/work-orders"
 TINY_PATH: Final = "/tiny"
+#: The tiny body with ``X-RateLimit-Limit``/``Remaining`` headers, as Makini sends on every answer.
+RATED_PATH: Final = "/rated"
+RATED_LIMIT: Final = 1_000_000_000
 PAGE_RECORDS: Final = 50
 
 CLIENT_CPU: Final = 0
@@ -229,9 +233,20 @@ async def _serve() -> None:
     async def tiny_handler(_request: web.Request) -> web.Response:
         return web.Response(body=tiny, content_type="application/json")
 
+    served = [0]
+
+    async def rated_handler(_request: web.Request) -> web.Response:
+        served[0] += 1
+        headers = {
+            "X-RateLimit-Limit": str(RATED_LIMIT),
+            "X-RateLimit-Remaining": str(RATED_LIMIT - served[0]),
+        }
+        return web.Response(body=tiny, content_type="application/json", headers=headers)
+
     app = web.Application()
     app.router.add_get(PAGE_PATH, work_orders)
     app.router.add_get(TINY_PATH, tiny_handler)
+    app.router.add_get(RATED_PATH, rated_handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=300)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

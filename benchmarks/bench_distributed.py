@@ -10,10 +10,17 @@ is from the first enqueue to the last job's outcome. The sandbox and the enqueui
 this process, so on a 2-core machine they share the cores with the workers: more workers than
 cores measure contention as much as scale.
 
-Run it from the repository root (it needs the ``queue`` extra and ``redis-server``)::
+Part 2, the rate budget's cost: client CPU per request (``time.process_time`` of this process)
+for small GETs whose answers carry ``X-RateLimit-*`` headers, from one registry to the benchmark
+server (`benchmarks/_server.py`, its own process), with the default ``LocalRateBudget`` and with
+``RedisRateBudget`` on a local redis-server, in alternating rounds; the ratio is the cost of
+sharing the budget (target: at most 1.3x), with the Redis operations per request beside it.
+
+Run it from the repository root (it needs the ``distributed`` extra and ``redis-server``)::
 
     .venv/bin/python -m benchmarks.bench_distributed [--connections 100] [--records 200]
-        [--per-page 100] [--workers 1,2,4] [--concurrency 4]
+        [--per-page 100] [--workers 1,2,4] [--concurrency 4] [--part sync|budget|all]
+        [--requests 4000] [--rounds 5]
 
 Importing the module does nothing. It always exits 0.
 """
@@ -34,12 +41,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 
+from makini_async import ConnectionRegistry, LocalRateBudget, RateBudget
+from makini_async.distributed import RedisRateBudget
 from makini_async.distributed.queue import SyncQueue
 from makini_async.sandbox import Sandbox
 from tests.services import postgres_server, redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "benchmarks"
 ENTITIES = ["eam/work-orders", "eam/assets"]
 
 
@@ -144,6 +155,66 @@ async def sync_throughput(args: argparse.Namespace) -> None:
                 )
 
 
+async def _cpu_per_request(url: str, budget: RateBudget, requests: int, concurrency: int) -> float:
+    """Client CPU seconds per request: ``requests`` GETs, ``concurrency`` at a time."""
+    from _server import RATED_PATH
+
+    async with ConnectionRegistry(url, budget=budget) as registry:
+        conn = registry.add("acme", "bench-token")
+        for _ in range(200):  # warm up: the session, the budget's state
+            await conn.request("GET", RATED_PATH)
+        per_task = requests // concurrency
+
+        async def loop() -> None:
+            for _ in range(per_task):
+                await conn.request("GET", RATED_PATH)
+
+        started = time.process_time()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return (time.process_time() - started) / (per_task * concurrency)
+
+
+async def _redis_calls(url: str) -> int:
+    client = aioredis.Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return sum(
+        int(value["calls"])
+        for name, value in stats.items()
+        if name.startswith("cmdstat_") and name not in {"cmdstat_info", "cmdstat_hello"}
+    )
+
+
+async def budget_cost(args: argparse.Namespace) -> None:
+    """Part 2: client CPU per request with the Redis budget vs the local one."""
+    sys.path.insert(0, str(HERE))  # the benchmark server's module
+    from _server import running_server
+
+    local: list[float] = []
+    shared: list[float] = []
+    operations = 0
+    with running_server() as server, redis_server() as redis:
+        for _ in range(args.rounds):
+            local.append(await _cpu_per_request(server.url, LocalRateBudget(), args.requests, 8))
+            before = await _redis_calls(redis.url)
+            budget = RedisRateBudget(redis.url)
+            shared.append(await _cpu_per_request(server.url, budget, args.requests, 8))
+            operations = await _redis_calls(redis.url) - before
+    best_local, best_shared = min(local), min(shared)
+    ratio = best_shared / best_local
+    verdict = "PASS" if ratio <= 1.3 else "FAIL"
+    total = args.requests // 8 * 8 + 200
+    print(
+        f"rate budget, client CPU per request (best of {args.rounds} rounds, "
+        f"{args.requests} requests, 8 at a time):\n"
+        f"  LocalRateBudget: {best_local * 1e6:7.1f} us\n"
+        f"  RedisRateBudget: {best_shared * 1e6:7.1f} us = {ratio:.2f}x local "
+        f"(target <= 1.3x: {verdict}); {operations / total:.2f} Redis operations per request"
+    )
+
+
 def main() -> None:
     """Parse the options and run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,7 +225,14 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=lambda t: [int(n) for n in t.split(",")], default=[1, 2, 4]
     )
-    asyncio.run(sync_throughput(parser.parse_args()))
+    parser.add_argument("--part", choices=("sync", "budget", "all"), default="all")
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if args.part in {"budget", "all"}:
+        asyncio.run(budget_cost(args))
+    if args.part in {"sync", "all"}:
+        asyncio.run(sync_throughput(args))
 
 
 if __name__ == "__main__":
