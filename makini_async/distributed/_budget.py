@@ -9,8 +9,9 @@ margin (the first request reaches the server a little after it was counted here)
 processes together never send more than the limit in one of the server's windows.
 
 Each change is one Lua script, timed with Redis's own ``TIME``, so process clocks do not matter.
-A process leases a few sends per round trip (``lease``): leftover leases die with the window or
-a pause. An answer that teaches nothing new (the same limit, a count we already had) costs no
+A process leases a few sends per round trip (``lease``; up to ``max_lease`` while the window
+has plenty left: a sixteenth of what remains), and leftover leases die with the window or a
+pause. An answer that teaches nothing new (the same limit, a count we already had) costs no
 round trip, so a busy connection costs about ``1 / lease`` Redis operations per request.
 """
 
@@ -51,7 +52,8 @@ _PACING_STEP: Final = 1.0
 _BACKOFF_FIRST: Final = 0.5
 _BACKOFF_MAX: Final = 8.0
 
-# KEYS[1] the connection's hash. ARGV: window span (ms), sends wanted, TTL (ms).
+# KEYS[1] the connection's hash. ARGV: window span (ms), sends wanted, TTL (ms), most sends
+# granted (while a sixteenth of what the window has left is more than wanted).
 # Returns {granted, wait ms, pausing status (0: pacing), limit, sent, ms left in window, ws}.
 _ADMIT: Final = """
 local t = redis.call('TIME')
@@ -74,6 +76,8 @@ if lim > 0 then
   if sent >= lim then
     return {0, ws + span - now, 0, lim, sent, ws + span - now, ws}
   end
+  local spare = math.floor((lim - sent) / 16)
+  if spare > grant then grant = math.min(spare, tonumber(ARGV[4])) end
   grant = math.min(grant, lim - sent)
 end
 sent = sent + grant
@@ -170,13 +174,17 @@ class RedisRateBudget:
         window: The server's rate-limit window in seconds (Makini: 60).
         lease: Sends counted per Redis round trip: more is cheaper, but leases a process does
             not use before its window ends are lost to every process.
+        max_lease: The most sends one round trip counts while the window has plenty left
+            (a sixteenth of what remains): a busy connection with a high limit then costs
+            about ``1 / max_lease`` Redis operations per request.
         on_unavailable: ``"local"`` or ``"raise"``, as above.
         clock: The clock waits are measured on (the registry's; Redis times the windows).
         max_pause: The longest pause ``Remaining: 0`` imposes (as in `LocalRateBudget`).
 
     Raises:
         TypeError: ``url_or_client`` is neither a str nor a ``redis.asyncio.Redis``.
-        ValueError: A bad URL, a non-positive ``window`` or ``lease``, or an unknown
+        ValueError: A bad URL, a non-positive ``window``, ``lease`` below 1 or above
+            ``max_lease``, or an unknown
             ``on_unavailable``.
 
     .. versionadded:: 0.1.0
@@ -189,6 +197,7 @@ class RedisRateBudget:
         "_handle",
         "_learn",
         "_lease",
+        "_max_lease",
         "_max_pause",
         "_on_unavailable",
         "_pause",
@@ -208,6 +217,7 @@ class RedisRateBudget:
         prefix: str = "makini",
         window: float = 60.0,
         lease: int = 4,
+        max_lease: int = 64,
         on_unavailable: Literal["local", "raise"] = "local",
         clock: Clock | None = None,
         max_pause: float = 60.0,
@@ -217,6 +227,9 @@ class RedisRateBudget:
         given: object = lease  # checked at run time: callers may not be type-checked
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
             raise ValueError(f"lease must be an int of 1 or more, not {lease!r}")
+        most: object = max_lease
+        if isinstance(most, bool) or not isinstance(most, int) or most < lease:
+            raise ValueError(f"max_lease must be an int of at least lease, not {max_lease!r}")
         if on_unavailable not in {"local", "raise"}:
             raise ValueError(f'on_unavailable must be "local" or "raise", not {on_unavailable!r}')
         self._handle = RedisHandle(url_or_client, what="the rate budget")
@@ -228,6 +241,7 @@ class RedisRateBudget:
         self._span_ms = round((window + max(0.1, window * 0.02)) * 1000)
         self._ttl_ms = 3 * self._span_ms
         self._lease = lease
+        self._max_lease = max_lease
         self._on_unavailable = on_unavailable
         self._max_pause = max_pause
         self._fallback = LocalRateBudget(clock=self._clock, max_pause=max_pause)
@@ -315,7 +329,7 @@ class RedisRateBudget:
                 self._take,
                 "admitting a send",
                 [self._key(key)],
-                [self._span_ms, self._lease, self._ttl_ms],
+                [self._span_ms, self._lease, self._ttl_ms, self._max_lease],
             )
         except CoordinationError as error:
             if self._on_unavailable == "raise":
