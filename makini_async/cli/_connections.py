@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from makini_async import AdminClient, ConnectionRegistry
+from makini_async._registry import resolve_base_url
 
 from ._parser import UsageError
 
-__all__ = ["add_connection", "admin_client", "env_token", "read_connections"]
+__all__ = ["add_connection", "admin_client", "base_url_for", "env_token", "read_connections"]
 
 
 def read_connections(path: str) -> list[tuple[str, str]]:
@@ -152,3 +153,33 @@ def admin_client(base_url: str) -> AdminClient:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def base_url_for(given: str | None, connections: str | None) -> str:
+    """The base URL a command talks to.
+
+    ``--base-url`` when given; else the ``"base_url"`` of a JSON connections file (as
+    ``makini-async sandbox --write-connections`` writes it: its tokens are good only there); else
+    ``$MAKINI_BASE_URL``; else Makini's.
+
+    Raises:
+        ValueError: A bad URL (one from the file or the environment says where it came from).
+    """
+    if given is None and connections is not None:
+        from_file = _file_base_url(connections)
+        if from_file is not None:
+            try:
+                return resolve_base_url(from_file)
+            except ValueError as exc:
+                raise ValueError(f"the connections file {connections!r}: base_url: {exc}") from None
+    return resolve_base_url(given)
+
+
+def _file_base_url(path: str) -> str | None:
+    try:
+        loaded = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # read_connections reports what is wrong with the file
+    if isinstance(loaded, dict) and isinstance(loaded.get("base_url"), str):
+        return str(loaded["base_url"])
+    return None

@@ -57,12 +57,14 @@ def _per_page(text: str) -> int:
     return value
 
 
-def _base_url(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--base-url",
-        metavar="URL",
-        help=f"Makini's API origin (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
-    )
+def _base_url(sub: argparse.ArgumentParser, *, from_file: bool = True) -> None:
+    default = f"${BASE_URL_ENV}; else {DEFAULT_BASE_URL}"
+    if from_file:  # the sandbox writes its URL into the connections file with the tokens
+        default = (
+            "the connections file's base_url (as 'makini-async sandbox --write-connections' "
+            f"writes it); else {default}"
+        )
+    sub.add_argument("--base-url", metavar="URL", help=f"Makini's API origin (default: {default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the page to start from (default: %(default)s)",
             )
             sub.add_argument("--all", action="store_true", help="every page from --page on")
-        _base_url(sub)
+        _base_url(sub, from_file=False)
     return parser
 
 

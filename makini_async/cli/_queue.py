@@ -14,10 +14,9 @@ from datetime import timedelta
 from typing import TextIO
 
 from makini_async import ConnectionRegistry
-from makini_async._registry import resolve_base_url
 from makini_async.sync import Progress, SyncSummary
 
-from ._connections import add_connection, admin_client, read_connections
+from ._connections import add_connection, admin_client, base_url_for, read_connections
 from ._entities import parse_entities
 from ._parser import EXIT_FAILED, EXIT_OK, UsageError
 from ._report import Reporter
@@ -74,7 +73,7 @@ async def run_queue_sync(args: argparse.Namespace, reporter: Reporter) -> int:
             "with --queue, the store is the workers': give it to 'makini-async worker --store'"
         )
     entities = parse_entities(args.entities)
-    base_url = resolve_base_url(args.base_url)
+    base_url = base_url_for(args.base_url, args.connections)
     queue = SyncQueue(args.queue, queue=args.queue_name or DEFAULT_QUEUE)
     ids = await _connection_ids(args, base_url)
     started = time.monotonic()
@@ -134,7 +133,7 @@ async def run_worker(args: argparse.Namespace, err: TextIO) -> int:
         CoordinationError: Redis failed.
     """
     _need_queue()
-    base_url = resolve_base_url(args.base_url)
+    base_url = base_url_for(args.base_url, args.connections)
     pairs = [] if args.admin else read_connections(args.connections)
     admin = admin_client(base_url) if args.admin else None
     store = open_store(args.store, args.format)

@@ -7,10 +7,9 @@ import asyncio
 from datetime import timedelta
 
 from makini_async import ConnectionRegistry
-from makini_async._registry import resolve_base_url
 from makini_async.sync import Store, sync
 
-from ._connections import add_connection, admin_client, read_connections
+from ._connections import add_connection, admin_client, base_url_for, read_connections
 from ._entities import parse_entities
 from ._parser import EXIT_FAILED, EXIT_OK
 from ._report import Reporter
@@ -39,7 +38,7 @@ async def run_sync(args: argparse.Namespace, reporter: Reporter) -> int:
         ValueError: A bad ``--base-url`` or ``$MAKINI_BASE_URL``.
     """
     entities = parse_entities(args.entities)
-    base_url = resolve_base_url(args.base_url)
+    base_url = base_url_for(args.base_url, args.connections)
     pairs = [] if args.admin else read_connections(args.connections)
     admin = admin_client(base_url) if args.admin else None
     store = open_store(args.store, args.format, entities)

@@ -221,7 +221,9 @@ class TestWorkers:
         connections = connections_file(tmp_path / "c.json", sandbox)
         db = tmp_path / "s.db"
         log = (tmp_path / "worker.log").open("wb")
-        worker = await spawn(*worker_argv(redis, sandbox, connections, db), stderr=log)
+        # With the shared rate budget on the same Redis, as a fleet of workers would run.
+        argv = [*worker_argv(redis, sandbox, connections, db), "--budget-redis"]
+        worker = await spawn(*argv, stderr=log)
         enqueuer = await spawn(
             "sync",
             "--queue",
@@ -254,6 +256,11 @@ class TestWorkers:
             assert await store.count("eam/work-orders") == 6 * 9
             assert await store.count("eam/assets") == 6 * 4
             assert len(await store.watermarks()) == 12
+        client = aioredis.Redis.from_url(redis.url)
+        try:  # the workers' calls went through the shared budget
+            assert await client.keys("makini:rate:*")
+        finally:
+            await client.aclose()
 
     async def test_status_while_running_and_after(
         self, redis: RedisServer, sandbox: Sandbox, tmp_path: Path, queue: SyncQueue
