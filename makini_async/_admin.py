@@ -15,7 +15,7 @@ from urllib.parse import quote
 import attrs
 
 from ._errors import ResponseDecodeError
-from ._registry import DEFAULT_BASE_URL, ConnectionRegistry
+from ._registry import ConnectionRegistry
 from ._tokens import LinkClient, TokenPair, parse_token_pair
 from .models import ClientInfo, ConnectionInfo, MetadataItem, Platform
 from .models._wire import RecordDecodeError, decode_list
@@ -60,7 +60,8 @@ class AdminClient:
     Args:
         client_id: The application's OAuth client id.
         client_secret: The application's OAuth client secret.
-        base_url: Makini's API origin (the sandbox's ``url`` in tests).
+        base_url: Makini's API origin (the sandbox's ``url`` in tests); default:
+            ``$MAKINI_BASE_URL``, else Makini's, as for `ConnectionRegistry`.
         admin_token: An admin token you already hold (fetched on first use otherwise). Given
             alone, without client credentials, it is used until it is refused, and then every
             call raises `ReauthorizationRequiredError`: there is nothing to renew it with.
@@ -76,7 +77,7 @@ class AdminClient:
         client_id: str | None = None,
         client_secret: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         admin_token: str | None = None,
     ) -> None:
         if client_id is None and client_secret is None:

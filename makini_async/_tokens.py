@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Protocol, Self
 import attrs
 
 from ._errors import AuthenticationError, ResponseDecodeError, TokenExpiredError
-from ._registry import DEFAULT_BASE_URL, ConnectionRegistry
+from ._registry import ConnectionRegistry
 from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ class LinkClient:
     Args:
         client_id: The application's OAuth client id.
         client_secret: The application's OAuth client secret.
-        base_url: Makini's API origin (the sandbox's ``url`` in tests).
+        base_url: Makini's API origin (the sandbox's ``url`` in tests); default:
+            ``$MAKINI_BASE_URL``, else Makini's, as for `ConnectionRegistry`.
         registry: A registry to send through (default: a private one, closed by `aclose`).
 
     .. versionadded:: 0.1.0
@@ -140,7 +141,7 @@ class LinkClient:
         client_id: str,
         client_secret: str,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         registry: ConnectionRegistry | None = None,
     ) -> None:
         if not client_id or not client_secret:

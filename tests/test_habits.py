@@ -140,6 +140,19 @@ class TestBaseUrlFromTheEnvironment:
             answer = await conn.request("GET", "/api/eam/work-orders")
         assert answer.status == 200
 
+    async def test_the_admin_and_link_clients_read_it_too(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """AdminClient and LinkClient without base_url go where the registry would."""
+        monkeypatch.setenv("MAKINI_BASE_URL", sandbox.url)
+        async with m.AdminClient(sandbox.client_id, sandbox.client_secret) as admin:
+            connections = await admin.connections()
+        assert {info.key for info in connections} >= set(sandbox.connections)
+        async with m.LinkClient(sandbox.client_id, sandbox.client_secret) as link:
+            pair = await link.client_credentials()
+        assert pair.access_token
+        assert len(sandbox.requests(path="/link/token")) >= 2  # the admin's, and this one
+
     def test_an_explicit_base_url_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The argument wins over the variable, even a bad variable."""
         monkeypatch.setenv("MAKINI_BASE_URL", "not a url")
