@@ -412,16 +412,18 @@ class TestHandlersOffThePath:
         """With every worker busy and the queue full, 503 + Retry-After; a retry later works."""
         served = await serve(workers=1, queue_size=1, enqueue_timeout=0.05)
         gate = asyncio.Event()
+        started = asyncio.Event()
         recorder = Recorder()
 
         @served.receiver.on("*")
         async def blocked(event: WebhookEvent) -> None:
+            started.set()
             await gate.wait()
             await recorder(event)
 
         first, second, third = envelope(), envelope(), envelope()
         assert await served.deliver(first) == 200
-        await asyncio.sleep(0.01)  # the worker takes the first event
+        await asyncio.wait_for(started.wait(), 30)  # the worker has taken the first event
         assert await served.deliver(second) == 200
         raw, headers = signed(third)
         async with served.session.post(served.url, data=raw, headers=headers) as response:
