@@ -31,7 +31,7 @@
     ├── ConnectionClosedError              the connection was removed or closed
     │   └── RegistryClosedError
     ├── EventLoopMismatchError             also a RuntimeError: used from a second event loop
-    ├── StoreError                         a sync store cannot be used (makini_async.sync)
+    ├── StoreError                         a sync or webhook dedup store cannot be used
     ├── CoordinationError                  the shared Redis that processes coordinate through failed
     └── WebhookError                       a webhook delivery was refused (webhooks)
         ├── WebhookVerificationError       it cannot be trusted: answered 401

@@ -210,3 +210,21 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
         assert built.is_file(), f"{page} was not built"
     cli = (tmp_path / "site" / "cli" / "index.html").read_text()
     assert "makini-async sync --help" in cli, "the CLI page lacks the commands' help"
+
+
+def test_the_error_tree_page_matches_the_code() -> None:
+    """docs/concepts/errors.md draws the same tree as `makini_async._errors`' docstring."""
+    import makini_async._errors as errors
+
+    def tree(lines: list[str]) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "MakiniError")
+        end = next(
+            i
+            for i in range(start, len(lines))
+            if not lines[i].strip().startswith(("M", "├", "│", "└"))
+        )
+        return [line.strip().replace("``", "`") for line in lines[start:end]]
+
+    page = (ROOT / "docs" / "concepts" / "errors.md").read_text().splitlines()
+    assert errors.__doc__ is not None
+    assert tree(page) == tree(errors.__doc__.splitlines())

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
+from makini_async._errors import StoreError
+
 __all__ = ["DEFAULT_TTL", "DedupStore", "MemoryDedupStore", "SQLiteDedupStore"]
 
 logger: Final = logging.getLogger("makini_async.webhooks")
@@ -209,11 +211,17 @@ class SQLiteDedupStore:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
-            raise RuntimeError("The SQLite dedup store is closed.")
+            raise StoreError(f"The SQLite dedup store {self.path!r} is closed.")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="makini-webhook-dedup")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
+        try:
+            return await loop.run_in_executor(self._executor, self._call, fn)
+        except (sqlite3.Error, OSError) as exc:
+            # The message is SQLite's own (no event data); the chain is dropped with it.
+            raise StoreError(
+                f"The SQLite dedup store {self.path!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # Runs on the store's own thread.
@@ -237,8 +245,8 @@ class SQLiteDedupStore:
 
         Raises:
             ValueError: An empty or overlong id.
-            RuntimeError: The store is closed.
-            sqlite3.Error: The database failed.
+            StoreError: The store is closed, or the database failed (locked, corrupt, not a
+                database, unwritable).
 
         .. versionadded:: 0.1.0
         """

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from makini_async import StoreError
 from makini_async.webhooks import DEFAULT_TTL, DedupStore, MemoryDedupStore, SQLiteDedupStore
 
 
@@ -183,7 +183,7 @@ class TestSQLiteStore:
         path.write_bytes(b"this is not a database" * 100)
         store = SQLiteDedupStore(path)
         try:
-            with pytest.raises(sqlite3.DatabaseError) as caught:
+            with pytest.raises(StoreError, match="DatabaseError") as caught:
                 await store.claim("evt_1")
             # Checked while the error (and so its traceback's frames) is still held.
             assert caught.value is not None
@@ -196,7 +196,7 @@ class TestSQLiteStore:
         store = SQLiteDedupStore(tmp_path / "dedup.sqlite3")
         await store.aclose()
         await store.aclose()
-        with pytest.raises(RuntimeError, match="closed"):
+        with pytest.raises(StoreError, match="closed"):
             await store.claim("evt_1")
 
     async def test_memory_database_and_purge(self) -> None:
