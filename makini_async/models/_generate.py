@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from makini_async import _openapi
+from makini_async._naming import is_numeric_name
 from makini_async.models._rules import decoding_section
 
 __all__ = ["main", "render"]
@@ -66,22 +67,6 @@ SERVICE_NAMES: Final = {
 #: The standard fields `Entity` declares; generated entities do not repeat them.
 _STANDARD: Final = {"key", "id", "createdAt", "updatedAt", "deletedAt"}
 _LEVEL_FIELDS: Final = {"severity", "priority", "criticality"}
-_NUMERIC_PARTS: Final = (
-    "quantity",
-    "reading",
-    "level",
-    "point",
-    "interval",
-    "time",
-    "price",
-    "cost",
-    "value",
-    "rate",
-    "discount",
-    "budget",
-    "total",
-)
-_TEXT_NAMES: Final = {"title", "name", "description", "notes", "instructions", "completionremarks"}
 #: Write-body fields holding objects or lists of them. The ones a body describes inline (a work
 #: order's ``tasks`` and ``documents``) get a class of their own (`_nested_models`); the others
 #: stay free-form JSON, as the OpenAPI files say nothing of their items.
@@ -114,14 +99,6 @@ def is_time(name: str) -> bool:
     return name.endswith(("At", "Date")) or name == "date"
 
 
-def is_numeric(name: str) -> bool:
-    """Tell whether a string field holds a number, by Makini's naming."""
-    low = name.lower()
-    if low in _TEXT_NAMES or low.endswith(("code", "no", "number")):
-        return False
-    return low in {"lat", "lng"} or any(part in low for part in _NUMERIC_PARTS)
-
-
 def class_name(schema: str) -> str:
     """The Python class name of an OpenAPI schema."""
     return CLASS_NAMES.get(schema, schema)
@@ -147,7 +124,7 @@ def field_type(  # noqa: C901, PLR0911 - a decision table
         return "JSON", "None"
     if is_time(name):
         return "datetime | None", "None"
-    if kind in {"integer", "number"} or is_numeric(name):
+    if kind in {"integer", "number"} or is_numeric_name(name):
         return "Decimal | None", "None"
     if kind == "object":
         return "JSON", "None"
@@ -168,7 +145,7 @@ def write_type(name: str, rule: str) -> str:  # noqa: PLR0911 - a decision table
         return "bool | Unset | None"
     if is_time(name):
         return "datetime | Unset | None"
-    if "numeric" in rule or "integer" in rule or is_numeric(name):
+    if "numeric" in rule or "integer" in rule or is_numeric_name(name):
         return "Decimal | int | Unset | None"
     if name in _LEVEL_FIELDS:
         return "Level | str | Unset | None"

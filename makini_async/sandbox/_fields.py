@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, TypeAlias
 
+from makini_async._naming import is_numeric_name
 from makini_async.sandbox._spec import Field, Spec
 
 __all__ = [
@@ -57,25 +58,6 @@ _MAX_DEPTH: Final = 64
 # True == 1 and False == 0, so these sets take the integers too.
 _TRUE: Final = frozenset({True, "1", "true"})
 _FALSE: Final = frozenset({False, "0", "false"})
-#: Name parts that make a string field a number, as in the models' generator.
-_NUMERIC_PARTS: Final = (
-    "quantity",
-    "reading",
-    "level",
-    "point",
-    "interval",
-    "time",
-    "price",
-    "cost",
-    "value",
-    "rate",
-    "discount",
-    "budget",
-    "total",
-)
-_TEXT_NAMES: Final = frozenset(
-    {"title", "name", "description", "notes", "instructions", "completionremarks"}
-)
 
 
 class Wire(enum.Enum):
@@ -126,10 +108,7 @@ def is_time_field(name: str) -> bool:
 
 def is_numeric_field(name: str) -> bool:
     """Tell whether a field the files type as a string holds a number, by Makini's naming."""
-    low = name.lower()
-    if low in _TEXT_NAMES or low.endswith(("code", "no", "number")):
-        return False
-    return low in {"lat", "lng"} or any(part in low for part in _NUMERIC_PARTS)
+    return is_numeric_name(name)
 
 
 def wire_of(field: Field, nested: Callable[[str], bool]) -> Wire:  # noqa: C901, PLR0911 - a decision table

@@ -20,14 +20,15 @@ from tests.sandbox.support import Api
 WO = "/api/eam/work-orders"
 PACKAGE = Path(makini_async.sandbox.__file__).parent
 #: What the sandbox may import from the rest of makini_async: the webhook signature, so deliveries
-#: verify with the client's `verify()`, and the OpenAPI files its route table is derived from.
-# Shared with the client: the webhooks' signing, the OpenAPI files, and the lazy loading of the
-# optional extras (orjson).
+#: verify with the client's `verify()`; the OpenAPI files its route table is derived from; the
+#: lazy loading of the optional extras (orjson); and what Makini's field names say of their
+#: values, read as the models' generator reads them.
 SHARED = (
     "makini_async.sandbox",
     "makini_async.webhooks",
     "makini_async._openapi",
     "makini_async._optional",
+    "makini_async._naming",
 )
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
