@@ -14,7 +14,14 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["Credential", "CredentialSource", "MemoryCredentials", "Refresh", "check_token"]
+__all__ = [
+    "Credential",
+    "CredentialCache",
+    "CredentialSource",
+    "MemoryCredentials",
+    "Refresh",
+    "check_token",
+]
 
 #: Runs the reconnect hook: a new token, or None when none can be had. Never raises.
 Refresh = Callable[[], Awaitable[str | None]]
@@ -88,8 +95,13 @@ class CredentialSource(Protocol):
         ...
 
 
-class MemoryCredentials:
-    """Credentials in this process's memory: the default `CredentialSource`.
+class CredentialCache:
+    """The part every credential source shares: this process's credentials and renewals.
+
+    It keeps each key's `Credential` (local generations) and runs one renewal per key and
+    refused generation, however many callers ask, shielded so that cancelling one caller cancels
+    nobody else; a renewal that fails (raises) is dropped, so that the next 401 tries again.
+    Subclasses say how a renewal gets its token (`_renew`).
 
     .. versionadded:: 0.1.0
     """
@@ -111,7 +123,7 @@ class MemoryCredentials:
         return credential
 
     async def renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
-        """A newer credential than ``refused``, running ``refresh`` once per refused generation."""
+        """A newer credential than ``refused``, from one `_renew` per refused generation."""
         current = self._current.get(key)
         if current is None:
             return None
@@ -121,16 +133,33 @@ class MemoryCredentials:
         if running is None or running[0] != refused.generation:
             task = asyncio.ensure_future(self._renew(key, refused, refresh))
             running = self._renewals[key] = (refused.generation, task)
+            task.add_done_callback(lambda done: self._renewal_done(key, done))
         return await asyncio.shield(running[1])
 
+    def _renewal_done(self, key: str, task: asyncio.Future[Credential | None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            running = self._renewals.get(key)
+            if running is not None and running[1] is task:
+                del self._renewals[key]
+
     async def _renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
-        token = await refresh()
+        raise NotImplementedError
+
+    def _adopt(self, key: str, refused: Credential, token: str) -> Credential | None:
+        """Make ``token`` the generation after ``refused`` (unless one already is).
+
+        Returns:
+            The key's credential now; None when the key's token is ``token`` already, so nothing
+            newer exists.
+        """
         current = self._current.get(key)
         if current is None or current.generation != refused.generation:
-            return current  # forgotten, or a token installed while the hook ran
-        if token is None:
+            return current  # forgotten, or a token installed while the renewal ran
+        if current.token == token:
             return None
-        return self.install(key, token)
+        credential = Credential(token, refused.generation + 1)
+        self._current[key] = credential
+        return credential
 
     def forget(self, key: str) -> None:
         """Drop the key and cancel its renewal."""
@@ -139,12 +168,36 @@ class MemoryCredentials:
         if running is not None and not running[1].done():
             running[1].cancel()
 
-    async def aclose(self) -> None:
-        """Cancel every renewal still running."""
-        for _, task in self._renewals.values():
+    def _cancel_renewals(self) -> list[asyncio.Future[Credential | None]]:
+        """Cancel every renewal still running; the renewals, for a caller to wait on."""
+        renewals = [task for _, task in self._renewals.values()]
+        for task in renewals:
             if not task.done():
                 task.cancel()
         self._renewals.clear()
+        return renewals
+
+
+class MemoryCredentials(CredentialCache):
+    """Credentials in this process's memory: the default `CredentialSource`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ()
+
+    async def _renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
+        token = await refresh()
+        if token is None:
+            current = self._current.get(key)
+            if current is None or current.generation != refused.generation:
+                return current  # forgotten, or a token installed while the hook ran
+            return None
+        return self._adopt(key, refused, token)
+
+    async def aclose(self) -> None:
+        """Cancel every renewal still running."""
+        self._cancel_renewals()
 
     def __repr__(self) -> str:
         return f"<MemoryCredentials connections={len(self._current)}>"

@@ -15,7 +15,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Final
 
-from makini_async._credentials import Credential
+from makini_async._credentials import Credential, CredentialCache
 from makini_async._errors import CoordinationError
 from makini_async._types import SystemClock
 
@@ -106,7 +106,7 @@ return 0
 """
 
 
-class RedisCredentials:
+class RedisCredentials(CredentialCache):
     """A `CredentialSource` shared through Redis: one token and one renewal for the fleet.
 
     `install` stays synchronous and does no I/O: the token becomes this process's next
@@ -126,7 +126,8 @@ class RedisCredentials:
 
     **Redis unavailable during a renewal raises** `CoordinationError`: running the hook
     without the lock could spend a rotating refresh token twice. A publish that fails is
-    logged (without the token) and dropped: the next renewal reconciles.
+    logged (without the token) and dropped: the next renewal reconciles. `forget` drops a
+    connection in this process only: the fleet's token stays in Redis.
 
     Args:
         url_or_client: A ``redis://`` / ``rediss://`` URL (the source owns that client), or a
@@ -149,7 +150,6 @@ class RedisCredentials:
     __slots__ = (
         "_acquire",
         "_clock",
-        "_current",
         "_extend",
         "_fail",
         "_failed_ms",
@@ -160,7 +160,6 @@ class RedisCredentials:
         "_publish",
         "_publishing",
         "_release",
-        "_renewals",
         "_retired_ms",
         "_wait_poll",
     )
@@ -191,9 +190,7 @@ class RedisCredentials:
         self._retired_ms = max(1, round(retired_ttl * 1000))
         self._failed_ms = max(1, round(failed_ttl * 1000))
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._current: dict[str, Credential] = {}
-        # key -> (the refused generation, the task renewing it)
-        self._renewals: dict[str, tuple[int, asyncio.Future[Credential | None]]] = {}
+        super().__init__()
         self._publishing: set[asyncio.Task[None]] = set()
         handle = self._handle
         self._publish = handle.script(_PUBLISH)
@@ -221,11 +218,10 @@ class RedisCredentials:
         Returns:
             The credential.
         """
-        current = self._current.get(key)
-        if current is not None and current.token == token:
-            return current
-        credential = Credential(token, 1 if current is None else current.generation + 1)
-        self._current[key] = credential
+        previous = self._current.get(key)
+        credential = super().install(key, token)
+        if credential is previous:
+            return credential
         try:
             task = asyncio.get_running_loop().create_task(self._publish_token(key, token))
         except RuntimeError:  # no running loop: the first renewal reconciles
@@ -254,33 +250,13 @@ class RedisCredentials:
 
     # -- renew -------------------------------------------------------------------------------
 
-    async def renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
-        """A newer credential than ``refused``: the fleet's, or the hook's (once per fleet).
+    async def _renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
+        """The fleet's newer token, or the hook's run under the fleet's lock.
 
         Raises:
             CoordinationError: Redis could not be used; the hook was not run (unless Redis
                 failed after it ran, when its token is kept here and the error is logged).
         """
-        current = self._current.get(key)
-        if current is None:
-            return None
-        if current.generation != refused.generation:
-            return current
-        running = self._renewals.get(key)
-        if running is None or running[0] != refused.generation:
-            task = asyncio.ensure_future(self._renew(key, refused, refresh))
-            running = self._renewals[key] = (refused.generation, task)
-            task.add_done_callback(lambda done: self._renewal_done(key, done))
-        return await asyncio.shield(running[1])
-
-    def _renewal_done(self, key: str, task: asyncio.Future[Credential | None]) -> None:
-        """A renewal that failed (Redis) is dropped, so that the next 401 tries again."""
-        if task.cancelled() or task.exception() is not None:
-            running = self._renewals.get(key)
-            if running is not None and running[1] is task:
-                del self._renewals[key]
-
-    async def _renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
         current_key, retired_key = self._keys(key)
         refused_hash = token_hash(refused.token)
         lock_key = f"{self._prefix}:cred:{key}:lock:{refused_hash}"
@@ -357,31 +333,9 @@ class RedisCredentials:
             except CoordinationError as error:
                 logger.warning("Could not extend a token renewal lock: %s", error)
 
-    def _adopt(self, key: str, refused: Credential, token: str) -> Credential | None:
-        """Make ``token`` the generation after ``refused`` here (unless one already is)."""
-        current = self._current.get(key)
-        if current is None or current.generation != refused.generation:
-            return current  # forgotten, or a token installed while we renewed
-        if current.token == token:
-            return None  # the fleet's token is the refused one: nothing newer exists
-        credential = Credential(token, refused.generation + 1)
-        self._current[key] = credential
-        return credential
-
-    def forget(self, key: str) -> None:
-        """Drop the key here and cancel its renewal; the fleet's token stays in Redis."""
-        self._current.pop(key, None)
-        running = self._renewals.pop(key, None)
-        if running is not None and not running[1].done():
-            running[1].cancel()
-
     async def aclose(self) -> None:
         """Cancel the renewals still running, finish the publishes, close an owned client."""
-        for _, task in self._renewals.values():
-            if not task.done():
-                task.cancel()
-        renewals = [task for _, task in self._renewals.values()]
-        self._renewals.clear()
+        renewals = self._cancel_renewals()
         pending: list[asyncio.Future[Credential | None] | asyncio.Task[None]] = [
             *renewals,
             *self._publishing,
