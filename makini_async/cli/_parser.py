@@ -83,20 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("sync", help="pull what changed for every connection into a store")
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--connections",
-        metavar="FILE",
-        help='a CSV of id,token lines, or JSON: [{"id", "token"}, ...], the same list '
-        "under \"connections\" (as 'makini-async sandbox --write-connections' writes), or "
-        "{id: token}",
-    )
-    source.add_argument(
-        "--admin",
-        action="store_true",
-        help="every active connection, via the Admin API: $MAKINI_CLIENT_ID and "
-        "$MAKINI_CLIENT_SECRET (or a bare $MAKINI_ADMIN_TOKEN)",
-    )
+    _connection_source(run)
     run.add_argument(
         "--entities",
         required=True,
@@ -104,20 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated entities, e.g. work-orders,assets,erp/sales-orders (a bare name "
         "is looked up in eam, then erp, then wms; see 'makini-async entities')",
     )
-    run.add_argument(
-        "--store",
-        metavar="PATH",
-        help="a SQLite file, a directory for JSON lines (created when missing; checked "
-        "writable before any request), or a postgresql:// DSN (the postgres extra); required, "
-        "except with --queue",
-    )
-    run.add_argument(
-        "--format",
-        choices=("auto", "sqlite", "jsonl"),
-        default="auto",
-        help="the store's format; auto: JSON lines when --store is a directory or ends in "
-        "'/', SQLite otherwise (default: %(default)s)",
-    )
+    _store_options(run, required=False)
     run.add_argument(
         "--concurrency",
         type=_positive,
@@ -202,6 +176,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _connection_source(command: argparse.ArgumentParser) -> None:
+    """``--connections FILE`` or ``--admin``: where a command's tokens come from."""
+    source = command.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--connections",
+        metavar="FILE",
+        help='a CSV of id,token lines, or JSON: [{"id", "token"}, ...], the same list '
+        "under \"connections\" (as 'makini-async sandbox --write-connections' writes), or "
+        "{id: token}",
+    )
+    source.add_argument(
+        "--admin",
+        action="store_true",
+        help="every active connection, via the Admin API: $MAKINI_CLIENT_ID and "
+        "$MAKINI_CLIENT_SECRET (or a bare $MAKINI_ADMIN_TOKEN)",
+    )
+
+
+def _store_options(command: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--store`` and ``--format``: where a command writes the records."""
+    command.add_argument(
+        "--store",
+        required=required,
+        metavar="STORE",
+        help="a SQLite file, a directory for JSON lines (created when missing; checked "
+        "writable before any request), or a postgresql:// DSN (the postgres extra)"
+        + ("" if required else "; required, except with --queue"),
+    )
+    command.add_argument(
+        "--format",
+        choices=("auto", "sqlite", "jsonl"),
+        default="auto",
+        help="the format of a --store that is not a DSN; auto: JSON lines when --store is a "
+        "directory or ends in '/', SQLite otherwise (default: %(default)s)",
+    )
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -229,28 +240,9 @@ def _queue_commands(
     worker = commands.add_parser(
         "worker", help="run queued sync jobs (see: sync --queue) into a store"
     )
-    source = worker.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--connections", metavar="FILE", help="this worker's tokens, as for sync --connections"
-    )
-    source.add_argument(
-        "--admin", action="store_true", help="this worker's tokens via the Admin API, as for sync"
-    )
+    _connection_source(worker)  # the worker's own tokens: jobs carry none
     worker.add_argument("--redis", required=True, metavar="REDIS_URL", help="the queue's Redis")
-    worker.add_argument(
-        "--store",
-        required=True,
-        metavar="STORE",
-        help="a postgresql:// DSN, a SQLite file or a directory for JSON lines; "
-        "opened once, at start-up",
-    )
-    worker.add_argument(
-        "--format",
-        choices=("auto", "sqlite", "jsonl"),
-        default="auto",
-        help="the store's format when --store is not a postgresql:// DSN; auto: JSON lines when "
-        "--store is a directory or ends in /",
-    )
+    _store_options(worker, required=True)
     worker.add_argument(
         "--concurrency",
         type=_positive,
