@@ -20,6 +20,16 @@ MakeRegistry = Callable[..., ConnectionRegistry]
 #: Retries with no backoff waits: retry tests never sleep for real.
 ZERO_WAIT = RetryPolicy(attempts=4, base=0.0, cap=0.0)
 
+#: Seconds a busy machine may add to a call that ends at its deadline or timeout. Real-time
+#: bounds are sanity limits only: a call that ignored its limit would run into the default
+#: `Timeouts` (70 s) or pytest's timeout instead.
+BUSY_SLACK = 10.0
+
+
+def by_deadline(seconds: float) -> float:
+    """The sanity bound of a call limited to ``seconds``: never tighter than 4x."""
+    return max(4 * seconds, seconds + BUSY_SLACK)
+
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
     """Read one HTTP/1.1 request (request line, headers, Content-Length body) from a raw socket."""

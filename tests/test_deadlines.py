@@ -23,11 +23,7 @@ from aiohttp import web
 import makini_async as m
 from makini_async import RetryPolicy, Timeouts
 from makini_async.testing import VirtualClock
-from tests.support import MakeRegistry, StartApp, StartRaw, read_request
-
-#: How many times its expected length a call may take before a test calls it stuck: a sanity
-#: limit for a busy machine, far below what the failures it guards against would take.
-SLACK = 4
+from tests.support import MakeRegistry, StartApp, StartRaw, by_deadline, read_request
 
 
 class _Drip:
@@ -68,7 +64,7 @@ class TestSlowDrip:
         # One answer, cut while the server was still sending it.
         assert len(drip.sent) == 1
         assert 0 < drip.sent[0] < 1000
-        assert 0.5 <= elapsed < 0.5 * SLACK
+        assert 0.5 <= elapsed < by_deadline(0.5)
 
     async def test_the_attempt_budget_cuts_a_slow_drip(
         self, raw_server: StartRaw, make_registry: MakeRegistry
@@ -86,7 +82,7 @@ class TestSlowDrip:
         assert len(drip.sent) == 2
         assert all(0 < sent < 1000 for sent in drip.sent)
         # Each attempt lasts at least its 0.2 s read budget and at most connect + read (0.3 s).
-        assert 0.4 <= elapsed < 0.6 * SLACK
+        assert 0.4 <= elapsed < by_deadline(0.6)
 
 
 class TestRetriesAgainstTheBudget:
