@@ -31,7 +31,7 @@ from ._wire import (
     decoded_fields,
     environment,
     field_source,
-    store,
+    record_tail,
     structure_function,
     wire_names,
 )
@@ -138,17 +138,7 @@ def _careful_function(cls: type) -> _Structure:
             f"        v = _invalid(_cls, bad, d, {names!r}, {empty})",
             store_line,
         ]
-    body += [
-        "    if not d.keys() <= _KNOWN:",
-        "    "
-        + store("extra", "_proxy({k: x for k, x in d.items() if k not in _KNOWN})", direct=direct),
-        "    else:",
-        "    " + store("extra", "_EMPTY", direct=direct),
-        store("_raw", "d", direct=direct),
-        store("invalid", "_proxy(bad) if bad else _EMPTY", direct=direct),
-        "    o.__class__ = _cls" if direct else "",
-        "    return o",
-    ]
+    body += record_tail(direct=direct, invalid="_proxy(bad) if bad else _EMPTY")
     careful = cast("_Structure", compile_source(body, cls, "careful", env))
     _careful[cls] = careful
     return careful

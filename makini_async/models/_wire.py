@@ -55,6 +55,7 @@ __all__ = [
     "encode_model",
     "environment",
     "field_source",
+    "record_tail",
     "register",
     "resolve_type",
     "store",
@@ -609,15 +610,32 @@ def _generic_body(
     ]
     for field in fields:
         body += field_source(cls, field, env, direct=direct)
+    return [*body, *record_tail(direct=direct)]
+
+
+def record_tail(*, direct: bool, extra: str | None = None, invalid: str = "_EMPTY") -> list[str]:
+    """The end of a generated structure function: ``extra``, ``_raw``, ``invalid``, return.
+
+    Args:
+        direct: Whether the function fills a twin (plain stores) or calls the setters.
+        extra: The expression of the record's unknown fields; None: those of ``d`` that are
+            not in ``_KNOWN``.
+        invalid: The expression of the values that did not fit.
+    """
+    if extra is None:
+        unknown = "_proxy({k: x for k, x in d.items() if k not in _KNOWN})"
+        extras = [
+            "    if not d.keys() <= _KNOWN:",
+            "    " + store("extra", unknown, direct=direct),
+            "    else:",
+            "    " + store("extra", "_EMPTY", direct=direct),
+        ]
+    else:
+        extras = [store("extra", extra, direct=direct)]
     return [
-        *body,
-        "    if not d.keys() <= _KNOWN:",
-        "    "
-        + store("extra", "_proxy({k: x for k, x in d.items() if k not in _KNOWN})", direct=direct),
-        "    else:",
-        "    " + store("extra", "_EMPTY", direct=direct),
+        *extras,
         store("_raw", "d", direct=direct),
-        store("invalid", "_EMPTY", direct=direct),
+        store("invalid", invalid, direct=direct),
         "    o.__class__ = _cls" if direct else "",
         "    return o",
     ]
@@ -644,11 +662,7 @@ def _shape_body(
     extra = ", ".join(f"{k!r}: {local[k]}" for k in keys if k not in known_keys)
     return [
         *lines,
-        store("extra", f"_proxy({{{extra}}})" if extra else "_EMPTY", direct=direct),
-        store("_raw", "d", direct=direct),
-        store("invalid", "_EMPTY", direct=direct),
-        "    o.__class__ = _cls" if direct else "",
-        "    return o",
+        *record_tail(direct=direct, extra=f"_proxy({{{extra}}})" if extra else "_EMPTY"),
     ]
 
 
