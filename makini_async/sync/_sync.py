@@ -32,7 +32,7 @@ from makini_async.models import Entity
 from makini_async.models._wire import wire_name, wire_names
 
 from ._entities import COLLECTIONS, resolve_entity
-from ._store import Row, Store, record_json
+from ._store import Row, Store, record_encoder
 
 if TYPE_CHECKING:
     from makini_async._connection import Connection
@@ -252,7 +252,7 @@ class _Syncer:
         page = parse_page(answer, number, f"GET {job.path}")
         check_page(page.meta, number)
         rows: list[Row] = []
-        append, dump, safe_key = rows.append, record_json, _SAFE_KEY.search
+        append, dump, safe_key = rows.append, record_encoder(), _SAFE_KEY.search
         # Read as decoding reads: the first wire name holding a value (v3 before v4), inline
         # because this runs for every record synced.
         key_name = job.wire.key
