@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -24,6 +26,16 @@ ZERO_WAIT = RetryPolicy(attempts=4, base=0.0, cap=0.0)
 #: bounds are sanity limits only: a call that ignored its limit would run into the default
 #: `Timeouts` (70 s) or pytest's timeout instead.
 BUSY_SLACK = 10.0
+
+
+def descriptors_of(path: Path) -> list[str]:
+    """This process's open file descriptors on ``path`` (or its -wal and -shm files)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if str(fd.readlink()).startswith(str(path)):
+                found.append(fd.name)
+    return found
 
 
 def by_deadline(seconds: float) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import threading
@@ -12,18 +11,9 @@ from pathlib import Path
 import pytest
 
 from makini_async.sync import JsonLinesStore, Row, SQLiteStore, StoreError
+from tests.support import descriptors_of
 
 ENTITY = "eam/work-orders"
-
-
-def _descriptors_of(path: Path) -> list[str]:
-    """This process's open file descriptors on ``path`` (or its -wal and -shm files)."""
-    found = []
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if str(fd.readlink()).startswith(str(path)):
-                found.append(fd.name)
-    return found
 
 
 def _row(key: str, *, deleted: bool = False, title: str = "Check pump") -> Row:
@@ -130,7 +120,7 @@ class TestSQLiteStore:
         assert released == []  # the cancelled open did not wait for the lock
         await asyncio.to_thread(releaser.join)
         async with asyncio.timeout(30):
-            while _descriptors_of(path):  # noqa: ASYNC110 - the store's thread has no event
+            while descriptors_of(path):  # noqa: ASYNC110 - the store's thread has no event
                 await asyncio.sleep(0.01)
         with pytest.raises(StoreError, match="not open"):
             await store.count(ENTITY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from makini_async import StoreError
 from makini_async.webhooks import DEFAULT_TTL, DedupStore, MemoryDedupStore, SQLiteDedupStore
+from tests.support import descriptors_of
 
 
 class FakeClock:
@@ -25,16 +25,6 @@ class FakeClock:
 
 
 MakeStore = Callable[[FakeClock], DedupStore]
-
-
-def _descriptors_of(path: Path) -> list[str]:
-    """This process's open file descriptors on ``path`` (or its -wal and -shm files)."""
-    found = []
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if str(fd.readlink()).startswith(str(path)):
-                found.append(fd.name)
-    return found
 
 
 @pytest.fixture(name="make_store", params=["memory", "sqlite"])
@@ -187,7 +177,7 @@ class TestSQLiteStore:
                 await store.claim("evt_1")
             # Checked while the error (and so its traceback's frames) is still held.
             assert caught.value is not None
-            assert _descriptors_of(path) == []
+            assert descriptors_of(path) == []
         finally:
             await store.aclose()
 
