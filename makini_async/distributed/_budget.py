@@ -25,6 +25,7 @@ import attrs
 
 from makini_async._budget import LocalRateBudget, Pause, RateSignal
 from makini_async._errors import APIError, CoordinationError, RateLimitError, ServerError
+from makini_async._transport import check_seconds
 from makini_async._types import SystemClock
 
 from ._redis import RedisHandle
@@ -222,8 +223,7 @@ class RedisRateBudget:
         clock: Clock | None = None,
         max_pause: float = 60.0,
     ) -> None:
-        if not window > 0:  # also refuses NaN
-            raise ValueError(f"window must be more than 0 seconds, not {window!r}")
+        window = check_seconds("window", window)
         given: object = lease  # checked at run time: callers may not be type-checked
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
             raise ValueError(f"lease must be an int of 1 or more, not {lease!r}")

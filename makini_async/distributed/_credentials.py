@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from makini_async._credentials import Credential, CredentialCache
 from makini_async._errors import CoordinationError
+from makini_async._transport import check_seconds
 from makini_async._types import SystemClock
 
 from ._redis import RedisHandle, as_text, token_hash
@@ -175,14 +176,10 @@ class RedisCredentials(CredentialCache):
         failed_ttl: float = 5.0,
         clock: Clock | None = None,
     ) -> None:
-        for name, value in (
-            ("lock_timeout", lock_timeout),
-            ("wait_poll", wait_poll),
-            ("retired_ttl", retired_ttl),
-            ("failed_ttl", failed_ttl),
-        ):
-            if not value > 0:  # also refuses NaN
-                raise ValueError(f"{name} must be more than 0 seconds, not {value!r}")
+        lock_timeout = check_seconds("lock_timeout", lock_timeout)
+        wait_poll = check_seconds("wait_poll", wait_poll)
+        retired_ttl = check_seconds("retired_ttl", retired_ttl)
+        failed_ttl = check_seconds("failed_ttl", failed_ttl)
         self._handle = RedisHandle(url_or_client, what="the credential source")
         self._prefix = prefix
         self._lock_ms = max(1, round(lock_timeout * 1000))

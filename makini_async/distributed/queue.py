@@ -57,6 +57,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from makini_async._errors import CoordinationError, MakiniError
+from makini_async._transport import check_seconds
 from makini_async.sync import EntityResult, resolve_entity, sync
 
 if TYPE_CHECKING:
@@ -596,9 +597,10 @@ class SyncWorker:
         handle_signals: bool = True,
     ) -> None:
         self._link = _Link(url, queue)
-        for label, value in (("lease", lease), ("job_timeout", job_timeout), ("keep", keep)):
-            if not value > 0:
-                raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
+        lease, job_timeout, keep = (
+            check_seconds(name, value)
+            for name, value in (("lease", lease), ("job_timeout", job_timeout), ("keep", keep))
+        )
         if type(concurrency) is not int or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if type(max_tries) is not int or max_tries < 1:
