@@ -20,9 +20,10 @@ it times, on the same bytes and in the same process:
   structure functions (the cattrs-registered ones), tolerant;
 - ``makini-strict``: ``makini`` with ``strict=True``, on the clean pages: tolerance costs
   nothing there, so it should time as ``makini`` does;
-- ``pydantic`` (``model_validate_json``) and ``msgspec`` (``msgspec.json.decode`` into plain
-  Structs, no ``extra``/``raw``/tolerance) with equivalent models built from ours, when they can
-  be imported (information only).
+- the peers of ``_peers.py``, when they can be imported (information only): ``pydantic``
+  (``model_validate_json``) and ``msgspec`` (``msgspec.json.decode`` into plain Structs, no
+  ``extra``/``raw``/tolerance) with equivalent models built from ours, and ``msgspec-attrs``
+  (msgspec building our own attrs classes itself, through its attrs support).
 
 It prints records/s and the ratio to ``json.loads``, the target (``makini`` >= 1.0x
 ``json.loads`` on the 500-record pages), and the cost of tolerance: each path's time on the
@@ -35,23 +36,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import importlib
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 import aiohttp
-import attrs
 import orjson
 
 from makini_async import APIResponse, _json, models
 from makini_async.models._fast import page_decoder
-from makini_async.models._wire import wire_name
 from makini_async.resources._base import decode_page
 from makini_async.sandbox import Sandbox
 
@@ -95,89 +89,6 @@ def _timed(function: Callable[[], object], seconds: float) -> float:
     return best
 
 
-_ANNOTATIONS: dict[str, object] = {
-    "str | None": str | None,
-    # The sandbox (like Makini's generated examples) sends {} for some unset stamps and numbers.
-    "datetime | None": datetime | dict[str, Any] | None,
-    "Decimal | None": Decimal | dict[str, Any] | None,
-    "int | None": int | str | None,
-    "bool | None": bool | None,
-    "tuple[str, ...]": tuple[str, ...] | str | None,
-    "JSON": Any,
-    "Level | str | None": str | None,
-}
-
-
-def _optional(name: str) -> Any:  # noqa: ANN401 - an optional module of unknown shape
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _peer_models() -> dict[str, Callable[[bytes], object]]:  # noqa: C901 - two small builders
-    peers: dict[str, Callable[[bytes], object]] = {}
-    pydantic: Any = _optional("pydantic")
-    msgspec: Any = _optional("msgspec")
-
-    def fields(cls: type, build: Callable[[type], Any]) -> list[tuple[str, str, object]]:
-        out: list[tuple[str, str, object]] = []
-        for field in attrs.fields(cls):
-            if field.name in {"extra", "raw", "_raw"}:
-                continue
-            text = str(field.type)
-            many = re.match(r"^tuple\[(\w+), \.\.\.\]$", text)
-            one = re.match(r"^(\w+) \| None$", text)
-            annotation: Any
-            if text in _ANNOTATIONS:
-                annotation = _ANNOTATIONS[text]
-            elif many:
-                inner = build(getattr(models, many.group(1)))
-                annotation = list.__class_getitem__(inner) | None
-            elif one:
-                annotation = build(getattr(models, one.group(1))) | None
-            else:
-                annotation = Any
-            out.append((field.name, wire_name(cls, field.name), annotation))
-        return out
-
-    if pydantic is not None:
-        built_p: dict[type, type] = {}
-
-        def build_p(cls: type) -> type:
-            if cls not in built_p:
-                config = pydantic.ConfigDict(extra="allow", populate_by_name=True)
-                spec = {
-                    name: (annotation, pydantic.Field(None, alias=wire))
-                    for name, wire, annotation in fields(cls, build_p)
-                }
-                built_p[cls] = pydantic.create_model(f"P{cls.__name__}", __config__=config, **spec)
-            return built_p[cls]
-
-        records = list.__class_getitem__(build_p(models.WorkOrder))
-        page_p = pydantic.create_model("PPage", data=(records, ...), meta=(dict[str, Any], ...))
-        peers["pydantic"] = page_p.model_validate_json
-
-    if msgspec is not None:
-        built_m: dict[type, type] = {}
-
-        def build_m(cls: type) -> type:
-            if cls not in built_m:
-                spec = [
-                    (name, annotation, msgspec.field(default=None, name=wire))
-                    for name, wire, annotation in fields(cls, build_m)
-                ]
-                built_m[cls] = msgspec.defstruct(f"M{cls.__name__}", spec, frozen=True)
-                # msgspec's strict mode refuses "43" for a Decimal; lax mode is the fair match.
-            return built_m[cls]
-
-        records_m = list.__class_getitem__(build_m(models.WorkOrder))
-        page_m = msgspec.defstruct("MPage", [("data", records_m), ("meta", dict[str, Any])])
-        decoder = msgspec.json.Decoder(page_m, strict=False)
-        peers["msgspec"] = decoder.decode
-    return peers
-
-
 def _makini(raw: bytes, *, strict: bool = False) -> object:
     """What ``list()`` does with a page: the body decoder first, then ``decode_page``."""
     token = _json.use_body_decoder(page_decoder(models.WorkOrder))
@@ -206,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per page")
     args = parser.parse_args(argv)
     pages = asyncio.run(_pages())
-    peers = _peer_models()
+    from _peers import peer_models
+
+    peers = peer_models()
     fast = page_decoder(models.WorkOrder)
     print(f"python {sys.version.split()[0]}, peers: {', '.join(peers) or 'none installed'}")
     print(f"msgspec fast path: {'on' if fast is not None else 'off (not installed)'}")

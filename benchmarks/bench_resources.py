@@ -18,8 +18,11 @@ custom field per record (``x_costCenter``). Two measurements, each in the same r
    request core and the typed decode into ``Page[WorkOrder]``; with the ``speedups`` extra the
    page is decoded by msgspec straight from the bytes), ``makini-ref`` (the same with the msgspec
    path switched off: the reference path, as installs without msgspec have it),
-   ``makini-dirty`` (``makini`` on ``c2``: the cost of tolerance) and ``makini-custom``
-   (``makini`` on ``c3``). Target: ``makini`` >= 1.3x ``raw-json`` (goal 1.5x).
+   ``makini-dirty`` (``makini`` on ``c2``: the cost of tolerance), ``makini-custom``
+   (``makini`` on ``c3``) and, for information, ``core-structs`` (``conn.request`` with the
+   body decoded into plain msgspec Structs with the same fields, ``_peers.py``: what the request
+   core would give if the records were Structs rather than attrs classes). Target: ``makini``
+   >= 1.3x ``raw-json`` (goal 1.5x).
 2. Listing all 10,000 work orders, 100 per page, page by page and with ``prefetch=8``, once with
    the sandbox answering at once and once with ``--latency`` seconds added per answer (Makini's
    own answers take tens to hundreds of milliseconds). Target: prefetch >= 2.5x page by page with
@@ -48,7 +51,7 @@ from typing import Final
 import aiohttp
 import orjson
 
-from makini_async import ConnectionRegistry, RetryPolicy
+from makini_async import Connection, ConnectionRegistry, RetryPolicy, _json
 from makini_async.models import _fast
 from makini_async.resources import EAMWorkOrders
 
@@ -124,6 +127,34 @@ async def _run(concurrency: int, pages: int, fetch: Callable[[int], Awaitable[in
     return pages / (time.perf_counter() - start)
 
 
+def _core_variants(conn: Connection) -> dict[str, Callable[[int], Awaitable[int]]]:
+    """The request core without the models: dicts (orjson), and plain msgspec Structs."""
+    from _peers import peer_models
+
+    path = "/api/eam/work-orders"
+
+    async def untyped(number: int) -> int:
+        params = {"per_page": "50", "page": str(number)}
+        response = await conn.request("GET", path, params=params)
+        return len(response.data["data"])  # type: ignore[call-overload,index,arg-type]
+
+    variants: dict[str, Callable[[int], Awaitable[int]]] = {"core-untyped": untyped}
+    structs = peer_models().get("msgspec")
+    if structs is not None:
+
+        async def core_structs(number: int) -> int:
+            params = {"per_page": "50", "page": str(number)}
+            token = _json.use_body_decoder(structs)
+            try:
+                response = await conn.request("GET", path, params=params)
+            finally:
+                _json.reset_body_decoder(token)
+            return len(response.data.data)  # type: ignore[union-attr]
+
+        variants["core-structs"] = core_structs
+    return variants
+
+
 async def _throughput(
     url: str, tokens: dict[str, str], pages: int, concurrency: int, rounds: int
 ) -> dict[str, float]:
@@ -152,11 +183,6 @@ async def _throughput(
                 body = await response.json(loads=orjson.loads)
             return len(body["data"])
 
-        async def makini_untyped(number: int) -> int:
-            params = {"per_page": "50", "page": str(number)}
-            response = await conn.request("GET", "/api/eam/work-orders", params=params)
-            return len(response.data["data"])  # type: ignore[call-overload,index,arg-type]
-
         def typed(target: EAMWorkOrders) -> Callable[[int], Awaitable[int]]:
             async def fetch(number: int) -> int:
                 listing = target.list(per_page=50, page=number, max_pages=1)
@@ -171,7 +197,7 @@ async def _throughput(
         variants = {
             "raw-json": raw_json,
             "raw-orjson": raw_orjson,
-            "core-untyped": makini_untyped,
+            **_core_variants(conn),
             "makini": typed(service),
             "makini-ref": reference,
             "makini-dirty": typed(dirty),
