@@ -30,12 +30,15 @@ class EntityInfo:
         path: The collection's path.
         attribute: Where the typed service lives, e.g. ``conn.eam.work_orders``.
         verbs: The service's methods, e.g. ``create``, ``get``, ``list``.
+        incremental: Whether ``sync`` reads only what changed since its last run; False for a
+            collection without ``updatedAt``, read whole every time.
     """
 
     entity: str
     path: str
     attribute: str
     verbs: tuple[str, ...]
+    incremental: bool = True
 
 
 def _attributes() -> dict[str, str]:
@@ -77,7 +80,7 @@ def entity_table() -> list[EntityInfo]:
     table = []
     for entity, found in COLLECTIONS.items():
         attribute, verbs = by_path.get(found.path, ("", ("list",)))
-        table.append(EntityInfo(entity, found.path, attribute, verbs))
+        table.append(EntityInfo(entity, found.path, attribute, verbs, found.incremental))
     return table
 
 
@@ -102,7 +105,8 @@ def run_entities(args: argparse.Namespace, out: TextIO) -> int:
         width = max(len(info.entity) for info in table)
         path_width = max(len(info.path) for info in table)
         out.writelines(
-            f"{info.entity.ljust(width)}  {info.path.ljust(path_width)}  {', '.join(info.verbs)}\n"
+            f"{info.entity.ljust(width)}  {info.path.ljust(path_width)}  {', '.join(info.verbs)}"
+            f"{'' if info.incremental else '  (sync reads it whole)'}\n"
             for info in table
         )
     out.flush()

@@ -457,8 +457,15 @@ _MIXINS: Final = (
 
 
 def _resources(
-    services: dict[str, dict[str, _Service]], statuses: dict[str, list[str]]
+    services: dict[str, dict[str, _Service]],
+    statuses: dict[str, list[str]],
+    unstamped: set[str],
 ) -> tuple[str, list[str]]:
+    """The services module, and the names it exports.
+
+    ``unstamped`` names the schemas without ``updatedAt``: their collections cannot be listed
+    in ``updatedAt`` order, nor filtered by it.
+    """
     out: list[str] = []
     names: list[str] = []
     imported = {"Namespace", "StatusLists"}
@@ -487,6 +494,8 @@ def _resources(
             out.append(f"    _path = {f'/api/{domain}/{service.segment}'!r}\n")
             if "list" in service.verbs or "get" in service.verbs:
                 out.append(f"    _model = models.{model}\n")
+            if "list" in service.verbs and service.schema in unstamped:
+                out.append("    _incremental = False\n")
             if service.status_field:
                 out.append(f"    _status_field = {service.status_field!r}\n")
             literal_lists = sorted(v for v in service.verbs if v.startswith("list_"))
@@ -665,7 +674,8 @@ def render(source: Traversable | None = None) -> dict[Path, str]:
     entities = {s.schema for d in services.values() for s in d.values() if s.schema}
     entities |= {"Status", "MaterialItem"}
     models = _models(src, entities, *_writes(services))
-    resources, names = _resources(services, statuses)
+    unstamped = {schema for schema, fields in src.fields.items() if "updatedAt" not in fields}
+    resources, names = _resources(services, statuses, unstamped)
     texts = {
         _MODELS_OUT: models,
         _RESOURCES_OUT: resources,

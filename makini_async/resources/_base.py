@@ -22,6 +22,7 @@ from ._service import (
     collection_of,
     decode_one,
     decode_page,
+    is_incremental,
     listing,
     strictness,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "collection_of",
     "decode_one",
     "decode_page",
+    "is_incremental",
     "listing",
     "quote_key",
 ]

@@ -205,6 +205,7 @@ class EAMMeterReadings(Listable[models.MeterReading], Retrievable[models.MeterRe
     __slots__ = ()
     _path = "/api/eam/meter-readings"
     _model = models.MeterReading
+    _incremental = False
 
 
 class EAMMeters(Listable[models.Meter], Retrievable[models.Meter]):
@@ -384,6 +385,7 @@ class EAMUnitsOfMeasure(Listable[models.UnitOfMeasure], Retrievable[models.UnitO
     __slots__ = ()
     _path = "/api/eam/uom"
     _model = models.UnitOfMeasure
+    _incremental = False
 
 
 class EAMUsers(Listable[models.User], Retrievable[models.User]):
@@ -694,6 +696,7 @@ class ERPExchangeRates(Listable[models.ExchangeRate], Retrievable[models.Exchang
     __slots__ = ()
     _path = "/api/erp/exchange-rates"
     _model = models.ExchangeRate
+    _incremental = False
 
 
 class ERPFulfillments(
@@ -1090,6 +1093,7 @@ class ERPUnitsOfMeasure(Listable[models.UnitOfMeasure], Retrievable[models.UnitO
     __slots__ = ()
     _path = "/api/erp/uom"
     _model = models.UnitOfMeasure
+    _incremental = False
 
 
 class ERPUsers(Listable[models.User], Retrievable[models.User]):
@@ -1684,6 +1688,7 @@ class WMSUnitsOfMeasure(Listable[models.UnitOfMeasure], Retrievable[models.UnitO
     __slots__ = ()
     _path = "/api/wms/uom"
     _model = models.UnitOfMeasure
+    _incremental = False
 
 
 class WMSUsers(Listable[models.User], Retrievable[models.User]):

@@ -35,6 +35,7 @@ __all__ = [
     "collection_of",
     "decode_one",
     "decode_page",
+    "is_incremental",
     "listing",
     "strictness",
 ]
@@ -123,6 +124,18 @@ def collection_of(cls: type[Service]) -> tuple[str, type[Entity]]:
     .. versionadded:: 0.1.0
     """
     return cls._path, cls._model
+
+
+def is_incremental(cls: type[Service]) -> bool:
+    """Whether a collection's records carry ``updatedAt``, so it can be read by what changed.
+
+    Such a collection can be listed in ``updatedAt`` order (``sort[updatedAt]``) and filtered to
+    what changed since a time (``filter[updatedAt:gt]``); Makini refuses both for the others
+    (units of measure, meter readings, exchange rates), which are read whole.
+
+    .. versionadded:: 0.1.0
+    """
+    return cls._incremental
 
 
 def decode_one(response: APIResponse, model: type[M], call: str, *, strict: bool = False) -> M:
@@ -216,6 +229,8 @@ class Service:
     _path: ClassVar[str] = ""
     _model: ClassVar[type[Entity]] = Entity
     _status_field: ClassVar[str] = "status"
+    # False for a collection whose records carry no ``updatedAt`` (e.g. units of measure).
+    _incremental: ClassVar[bool] = True
 
     def __init__(self, connection: Requester) -> None:
         self._conn = connection

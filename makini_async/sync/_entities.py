@@ -15,7 +15,7 @@ import attrs
 
 from makini_async import resources
 from makini_async.models import Entity
-from makini_async.resources._base import Listable, Namespace, collection_of
+from makini_async.resources._base import Listable, Namespace, collection_of, is_incremental
 
 __all__ = [
     "COLLECTIONS",
@@ -36,12 +36,16 @@ class Collection:
         name: The collection's path segment, e.g. ``work-orders``.
         path: The collection's path, e.g. ``/api/eam/work-orders``.
         model: The model of its records, e.g. `WorkOrder`.
+        incremental: Whether its records carry ``updatedAt``, so that a sync reads only what
+            changed since the last; the others (units of measure, meter readings, exchange
+            rates) are read whole every time.
     """
 
     domain: str
     name: str
     path: str
     model: type[Entity]
+    incremental: bool = True
 
     @property
     def entity(self) -> str:
@@ -65,7 +69,7 @@ def _build() -> tuple[tuple[str, ...], dict[str, Collection]]:
         path, model = collection_of(cls)
         domain, _, name = path.removeprefix("/api/").partition("/")
         if domain in domains and name:
-            found.append(Collection(domain, name, path, model))
+            found.append(Collection(domain, name, path, model, is_incremental(cls)))
     found.sort(key=lambda c: (domains.index(c.domain), c.name))
     return domains, {c.entity: c for c in found}
 

@@ -10,6 +10,10 @@ Only when a whole page shares one second (more records than a page in one second
 numbers go up under the same cursor. Every run starts ``overlap`` before the stored watermark,
 so that records which reach Makini late with an older ``updatedAt`` are still seen; what is read
 twice is written once, because rows are keyed by ``(connection, key)``.
+
+A collection whose records carry no ``updatedAt`` (units of measure, meter readings, exchange
+rates) cannot be ordered or filtered that way: it is read whole, page after page in the server's
+order, on every run, and only the rows that differ from the stored ones count as changed.
 """
 
 from __future__ import annotations
@@ -28,10 +32,9 @@ from makini_async._errors import MakiniError, ResponseDecodeError
 from makini_async._fanout import Outcome, OutcomeStatus
 from makini_async._pagination import check_page, parse_page
 from makini_async._transport import Timeouts, check_seconds
-from makini_async.models import Entity
 from makini_async.models._wire import wire_name, wire_names
 
-from ._entities import COLLECTIONS, resolve_entity
+from ._entities import COLLECTIONS, Collection, resolve_entity
 from ._store import Row, Store, record_encoder
 
 if TYPE_CHECKING:
@@ -182,23 +185,29 @@ def _parse_time(value: object) -> datetime | None:
 
 @attrs.frozen
 class _Wire:
-    """How one model's records and query parameters name what sync reads (from the models)."""
+    """How one model's records and query parameters name what sync reads (from the models).
+
+    ``sort`` and ``since`` are None for a collection without ``updatedAt``: it is read whole,
+    in the server's order, every time.
+    """
 
     key: str
     updated: tuple[str, ...]
     deleted: tuple[str, ...]
-    sort: str
-    since: str
+    sort: str | None
+    since: str | None
 
 
-def _wire(model: type[Entity]) -> _Wire:
+def _wire(collection: Collection) -> _Wire:
+    model = collection.model
     updated = wire_name(model, "updated_at")
+    incremental = collection.incremental
     return _Wire(
         key=wire_name(model, "key"),
         updated=wire_names(model, "updated_at"),
         deleted=wire_names(model, "deleted_at"),
-        sort=f"sort[{updated}]",
-        since=f"filter[{updated}:gt]",
+        sort=f"sort[{updated}]" if incremental else None,
+        since=f"filter[{updated}:gt]" if incremental else None,
     )
 
 
@@ -237,13 +246,11 @@ class _Syncer:
         self.jobs: dict[tuple[str, str], _Job] = {}
 
     def _params(self, job: _Job, cursor: datetime | None, page: int) -> list[tuple[str, object]]:
-        params: list[tuple[str, object]] = [
-            (job.wire.sort, "0"),
-            ("per_page", self.per_page),
-            ("page", page),
-        ]
-        if cursor is not None:
-            name = "modified_after" if self.since_param == "modified_after" else job.wire.since
+        sort, since = job.wire.sort, job.wire.since
+        params: list[tuple[str, object]] = [] if sort is None else [(sort, "0")]
+        params += [("per_page", self.per_page), ("page", page)]
+        if cursor is not None and since is not None:
+            name = "modified_after" if self.since_param == "modified_after" else since
             params.append((name, cursor.strftime(_WIRE)))
         return params
 
@@ -293,7 +300,7 @@ class _Syncer:
 
     def _start(self, connection: Connection, entity: str) -> _Job:
         found = COLLECTIONS[entity]
-        job = _Job(connection, entity, found.path, _wire(found.model))
+        job = _Job(connection, entity, found.path, _wire(found))
         self.jobs[connection.id, entity] = job
         return job
 

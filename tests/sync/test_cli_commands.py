@@ -118,6 +118,10 @@ class TestEntities:
             work_orders[2].replace(",", " ").split()
         )
         assert lines["eam/accounts"][2].strip() == "get, list"
+        # Collections without updatedAt are marked: sync reads them whole.
+        whole = {entity for entity, line in lines.items() if "reads it whole" in line[2]}
+        assert whole == {entity for entity, found in COLLECTIONS.items() if not found.incremental}
+        assert {"eam/uom", "erp/exchange-rates", "eam/meter-readings"} <= whole
 
     def test_json_and_domain(self) -> None:
         """--json gives the attribute too; --domain keeps one API."""
@@ -128,6 +132,9 @@ class TestEntities:
         orders = next(row for row in table if row["entity"] == "erp/sales-orders")
         assert orders["attribute"] == "conn.erp.sales_orders"
         assert "list" in orders["verbs"]
+        assert orders["incremental"] is True
+        rates = next(row for row in table if row["entity"] == "erp/exchange-rates")
+        assert rates["incremental"] is False
 
 
 class TestReadErrors:

@@ -335,6 +335,36 @@ class TestWatermarks:
         assert any("modified_after" in dict(r.query) for r in sandbox.requests(connection="c5"))
 
 
+class TestWholeReads:
+    WHOLE = ("eam/uom", "eam/meter-readings", "erp/exchange-rates")
+
+    async def test_collections_without_updated_at_are_read_whole_every_run(
+        self, registry: ConnectionRegistry, store: SQLiteStore, sandbox: Sandbox
+    ) -> None:
+        """Units, meter readings and rates sync without sort or filter; reruns change nothing."""
+        first = await sync(registry, self.WHOLE, store, connections=["c1"], per_page=7)
+        assert first.ok, first.failed
+        for entity in self.WHOLE:
+            assert await _stored_keys(store, "c1", entity) == _keys(sandbox, "c1", entity)
+            assert await store.watermark("c1", entity) is None
+        paths = {f"/api/{entity}" for entity in self.WHOLE}
+        asked = [r for r in sandbox.requests(connection="c1") if r.path in paths]
+        pages = sum(result.pages for result in first.results)
+        assert len(asked) == pages > len(self.WHOLE)  # several pages each
+        assert all(not name.startswith(("sort", "filter")) for r in asked for name, _ in r.query)
+
+        again = await sync(registry, self.WHOLE, store, connections=["c1"], per_page=7)
+        assert again.ok
+        assert (again.records, again.changed) == (first.records, 0)
+
+        sandbox.configure("c1", custom_fields={"exchange-rates": {"x_desk": "treasury"}})
+        changed = await sync(registry, self.WHOLE, store, connections=["c1"], per_page=7)
+        rates = len(sandbox.records("c1", "erp/exchange-rates"))
+        assert changed.changed == rates > 0
+        stored = await store.rows("erp/exchange-rates", "c1")
+        assert all(json.loads(row.json)["x_desk"] == "treasury" for row in stored)
+
+
 class TestStores:
     async def test_json_lines_store_holds_each_record_once(
         self, registry: ConnectionRegistry, sandbox: Sandbox, tmp_path: Path
