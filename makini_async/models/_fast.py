@@ -7,11 +7,16 @@ generated functions turn those into the models by running the reference path's o
 code on each field. Both paths give equal records: the fast path only takes what it can decode
 exactly as the reference path does, and declines the rest of a page otherwise.
 
-Each wire field starts *precise*: typed with just the JSON types whose conversion needs no
-tolerance (a timestamp or a decimal string is parsed by msgspec itself). When a page does not
-fit, the field to blame is adapted for good, and the page decoded again:
+Each wire field starts *precise*: text, timestamps with a zone, integers, booleans and lists of
+strings are typed so that msgspec reads each value exactly as the record stores it (one
+attribute store, no conversion); decimals and open enums take the JSON types whose conversion
+needs no tolerance (a decimal string is parsed by msgspec itself). When a page does not fit, the
+field to blame is adapted for good, and the page decoded again:
 
-- a text field that got an integer (a numeric id) is *widened* to take integers too;
+- a field typed to be stored as read is *widened* when it gets another JSON type the reference
+  path converts (a numeric id in a text field, a naive timestamp, a numeric string for an
+  integer, a lone string for a list): it takes those too, and the reference path's own lines
+  convert them;
 - any other field that got a value it does not take, or whose conversion refused the value, is
   *loosened*: msgspec keeps its raw JSON, which the reference path's decoder and tolerant
   conversion then read, so a value that does not fit lands in ``invalid`` as on the reference
@@ -76,7 +81,7 @@ _GOT_INT: Final = "got `int`"
 #: Unknown keys learned per model; a model whose records carry more takes the reference path.
 _MAX_EXTRAS: Final = 32
 #: Adaptations tried while decoding one page before it is left to the reference path.
-_MAX_TRIES: Final = 8
+_MAX_TRIES: Final = 16
 _PRECISE, _WIDE, _LOOSE = 0, 1, 2
 _Convert = Callable[[object, object], Model]
 
@@ -137,12 +142,33 @@ class _Misfit(Exception):  # noqa: N818 - a signal between the converters and th
         self.wire = wire
 
 
+def _whole() -> Any:  # noqa: ANN401 - a type expression, combined with | by the callers
+    """Integers orjson keeps as integers (it reads those past 64 bits as floats), for msgspec."""
+    return Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 @functools.cache
-def _precise_types() -> dict[str, object]:
-    """The wire type msgspec reads each scalar annotation as (built when msgspec is loaded)."""
-    # Integers orjson keeps as integers (it reads those past 64 bits as floats), in the range
-    # msgspec can bound.
-    whole = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+def _stored_types() -> dict[str, object]:
+    """The precise wire types whose values msgspec reads exactly as the records store them."""
+    whole = _whole()
+    return {
+        "str | None": str | None,
+        # A naive timestamp is UTC to the reference path: it widens the field.
+        "datetime | None": Annotated[datetime, msgspec.Meta(tz=True)] | None,
+        "int | None": whole | None,
+        "bool | None": bool | None,
+        "tuple[str, ...]": tuple[str, ...] | None,  # null reads as ()
+    }
+
+
+@functools.cache
+def _converted_types() -> dict[str, object]:
+    """The wire type of each scalar annotation whose values the reference path's lines convert.
+
+    Decimals and open enums are read so from the start; the annotations of `_stored_types`
+    once widened.
+    """
+    whole = _whole()
     obj = dict[str, Any]
     return {
         "str | None": str | whole | None,  # widened: numeric ids; also open enums
@@ -342,26 +368,31 @@ class _Builder:
         path = repr("." + wire)
         read = [f"    v = {slots[0]}"]
         read += [f"    if v is None:\n        v = {other}" for other in slots[1:]]
-        if annotation == "str | None" and level == _PRECISE and len(slots) == 1:
-            return str | None, [store(field.name, slots[0], direct=direct)]
+        stored = _stored_types().get(annotation)
+        if stored is not None and level == _PRECISE:
+            if len(slots) == 1 and annotation != "tuple[str, ...]":
+                return stored, [store(field.name, slots[0], direct=direct)]
+            if annotation == "tuple[str, ...]":
+                read.append("    if v is None:\n        v = ()")
+            return stored, [*read, store(field.name, "v", direct=direct)]
         custom: dict[str, tuple[object, str]] = {
             "tuple[str, ...]": (list[str] | str | None, _KEYS),
             "JSON": (msgspec.Raw, "    v = _raw_json(v)"),
         }
         if annotation in _PARSED:
             custom[annotation] = (
-                _precise_types()[annotation],
+                _converted_types()[annotation],
                 _PARSED[annotation].format(path=path),
             )
         if annotation in custom:
             wire_type, convert = custom[annotation]
             return wire_type, [*read, convert, store(field.name, "v", direct=direct)]
-        if annotation in _precise_types() or _OPEN_ENUM.match(annotation):
+        converted = _converted_types()
+        if annotation in converted or _OPEN_ENUM.match(annotation):
             # The reference path's own lines, on the values msgspec read.
             source = dict(zip(wire_names(cls, field.name), slots, strict=True))
             lines = field_source(cls, field, env, source.__getitem__, direct=direct)
-            precise = _precise_types()
-            return precise.get(annotation, precise["str | None"]), lines
+            return converted.get(annotation, converted["str | None"]), lines
         wire_type, lines = self._nested(cls, field, wire, env)
         return wire_type, [*read, *lines, store(field.name, "v", direct=direct)]
 
@@ -427,7 +458,7 @@ def _field_of(cls: type, wire: str) -> attrs.Attribute[object] | None:
 def _nested_of(cls: type, field: attrs.Attribute[object]) -> type | None:
     annotation = str(field.type)
     scalars = ("JSON", "tuple[str, ...]")
-    if annotation in _precise_types() or annotation in scalars or _OPEN_ENUM.match(annotation):
+    if annotation in _converted_types() or annotation in scalars or _OPEN_ENUM.match(annotation):
         return None
     match = _NESTED_MANY.match(annotation) or _NESTED_ONE.match(annotation)
     if match is None:
@@ -465,10 +496,12 @@ def _blame(model: type, message: str) -> _Adaptations | None:
 def _widen(
     cls: type, field: attrs.Attribute[object], wire: str, message: str
 ) -> _Adaptations | None:
-    """Widen a text field that got an integer; loosen any other field."""
+    """Widen a precise field that got a value its wider type takes; loosen any other field."""
     adaptations = _state.adaptations
-    text = str(field.type) == "str | None"
-    if text and adaptations.level(cls, wire) == _PRECISE and _GOT_INT in message:
+    annotation = str(field.type)
+    # Text takes only integers besides: anything else it gets does not fit.
+    widens = annotation != "str | None" or _GOT_INT in message
+    if adaptations.level(cls, wire) == _PRECISE and annotation in _stored_types() and widens:
         return adaptations.raised(cls, wire, _WIDE)
     return _loosen(cls, wire)
 

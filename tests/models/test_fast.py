@@ -409,6 +409,43 @@ class TestAdaptation:
         assert not fast.tainted
         assert_same(fast, reference)
 
+    def test_fields_read_as_stored_widen_only_for_values_to_convert(self) -> None:
+        """Zoned timestamps, integers and lists of strings stay precise; the rest widens once."""
+        clean = _body(
+            [{"key": "K", "dueAt": "2025-01-14T02:03:18Z", "materialCount": 3, "tasks": []}]
+        )
+        fast, reference = both_ways(clean, models.WorkOrder)
+        assert fast is not None
+        assert_same(fast, reference)
+        assert dict(_fast._state.adaptations.levels) == {}
+        odd = _body(
+            [
+                {
+                    "key": "K",
+                    "dueAt": "2025-01-14 02:03:18",  # naive: UTC
+                    "materialCount": "3",
+                    "tasks": [{"checkList": "valve shut"}, {"checkList": None}],
+                }
+            ]
+        )
+        fast, reference = both_ways(odd, models.WorkOrder)
+        assert fast is not None
+        assert not fast.tainted
+        assert_same(fast, reference)
+        levels = {
+            (cls.__name__, wire): level
+            for (cls, wire), level in _fast._state.adaptations.levels.items()
+        }
+        assert levels == {
+            ("WorkOrder", "dueAt"): _fast._WIDE,
+            ("WorkOrder", "materialCount"): _fast._WIDE,
+            ("Task", "checkList"): _fast._WIDE,
+        }
+        (order,) = fast.records
+        assert order.due_at == datetime(2025, 1, 14, 2, 3, 18, tzinfo=UTC)  # type: ignore[attr-defined]
+        assert order.tasks[0].check_list == ("valve shut",)  # type: ignore[attr-defined]
+        assert order.tasks[1].check_list == ()  # type: ignore[attr-defined]
+
     def test_too_many_custom_fields_take_the_reference_path(self) -> None:
         """Past the learned keys' limit, a model's pages are left to the reference path."""
         records = [{"key": "K", **{f"x_{n}": n for n in range(_fast._MAX_EXTRAS + 1)}}]
