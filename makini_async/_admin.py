@@ -7,17 +7,19 @@ reconnect machinery the data connections use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Self, TypeVar
 from urllib.parse import quote
 
 import attrs
 
-from ._errors import ResponseDecodeError
+from ._errors import RequestTimeoutError, ResponseDecodeError
 from ._registry import ConnectionRegistry
+from ._retry import RetryPolicy
 from ._tokens import LinkClient, TokenPair, parse_token_pair
-from .models import ClientInfo, ConnectionInfo, MetadataItem, Platform
+from ._transport import Timeouts, check_seconds
+from .models import ClientInfo, ConnectionInfo, MetadataItem, Model, Platform
 from .models._wire import RecordDecodeError, decode_list
 from .resources._service import decode_one, listing
 
@@ -26,11 +28,15 @@ if TYPE_CHECKING:
 
     from ._channel import ReconnectEvent
     from ._connection import Connection
-    from ._types import JSON
+    from ._response import APIResponse
+    from ._types import JSON, Clock
 
 __all__ = ["AdminClient", "IssuedToken"]
 
 _ADMIN: Final = "makini-admin"
+
+M = TypeVar("M", bound=Model)
+T = TypeVar("T")
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -46,6 +52,62 @@ class IssuedToken:
 
     token: str = attrs.field(repr=False)
     expires_at: datetime | None = None
+
+
+class _Call:
+    """One Admin API call, which may first fetch the admin token: its timeout and deadline.
+
+    Each step (the token fetch, then the call) gets the time left of the call's deadline; a
+    step cut by it raises a `RequestTimeoutError` that names the call's deadline, not the time
+    that step had left.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_ends", "method", "path", "timeout")
+
+    def __init__(
+        self,
+        clock: Clock,
+        method: str,
+        path: str,
+        timeout: Timeouts | float | None,
+        deadline: float | None,
+    ) -> None:
+        self._clock = clock
+        self.method = method
+        self.path = path
+        self.timeout = timeout
+        self._deadline = None if deadline is None else check_seconds("deadline", deadline)
+        self._ends = None if self._deadline is None else clock.monotonic() + self._deadline
+
+    def left(self) -> float | None:
+        """The seconds left for the next step (None: no deadline).
+
+        Raises:
+            RequestTimeoutError: The deadline passed before the step was sent.
+        """
+        if self._ends is None:
+            return None
+        left = self._ends - self._clock.monotonic()
+        if left <= 0:
+            raise self._expired(self.method, self.path, reached=False)
+        return left
+
+    async def step(self, work: Callable[[float | None], Awaitable[T]]) -> T:
+        """Run one step with the time left (``work(deadline)``)."""
+        try:
+            return await work(self.left())
+        except RequestTimeoutError as exc:
+            if self._ends is None or self._clock.monotonic() < self._ends:
+                raise  # the step's own attempt timeout, not the call's deadline
+            raise self._expired(exc.method, exc.path, reached=exc.may_have_reached_server) from None
+
+    def _expired(self, method: str, path: str, *, reached: bool) -> RequestTimeoutError:
+        return RequestTimeoutError(
+            f"The call's deadline of {self._deadline}s passed",
+            method=method,
+            path=path,
+            may_have_reached_server=reached,
+        )
 
 
 class AdminClient:
@@ -65,6 +127,12 @@ class AdminClient:
         admin_token: An admin token you already hold (fetched on first use otherwise). Given
             alone, without client credentials, it is used until it is refused, and then every
             call raises `ReauthorizationRequiredError`: there is nothing to renew it with.
+        timeout: The attempt timeout of every call, as ``ConnectionRegistry(timeout=)`` takes
+            it (a number of seconds for the whole attempt, or `Timeouts`).
+        retry: The `RetryPolicy` of every call (default: the registry's).
+
+    Every call also takes ``timeout`` (per attempt) and ``deadline`` (seconds for the whole
+    call, fetching the admin token first included when it has to).
 
     Raises:
         ValueError: Neither client credentials nor an admin token, or half of the credentials.
@@ -79,6 +147,8 @@ class AdminClient:
         *,
         base_url: str | None = None,
         admin_token: str | None = None,
+        timeout: Timeouts | float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if client_id is None and client_secret is None:
             if admin_token is None:
@@ -86,7 +156,9 @@ class AdminClient:
             self._link: LinkClient | None = None
         elif client_id is None or client_secret is None:
             raise ValueError("Pass client_id and client_secret together")
-        self._registry = ConnectionRegistry(base_url, on_reconnect=self._renew)
+        self._registry = ConnectionRegistry(
+            base_url, on_reconnect=self._renew, timeout=timeout, retry=retry
+        )
         if client_id is not None and client_secret is not None:
             self._link = LinkClient(client_id, client_secret, registry=self._registry)
         self._token = admin_token
@@ -120,31 +192,66 @@ class AdminClient:
         del event
         return await self._fetch_token()
 
-    async def _fetch_token(self) -> str | None:
+    async def _fetch_token(self, call: _Call | None = None) -> str | None:
         """A new admin token from the client credentials (None: a bare token, nothing to renew)."""
         if self._link is None:
             return None
-        pair = await self._link.client_credentials()
+        link = self._link
+        if call is None:
+            pair = await link.client_credentials()
+        else:
+            pair = await call.step(
+                lambda left: link.client_credentials(timeout=call.timeout, deadline=left)
+            )
         self.tokens_fetched += 1
         self._token = pair.access_token
         return pair.access_token
 
-    async def _connection(self) -> Connection:
+    async def _connection(self, call: _Call) -> Connection:
         registry = self._registry
         if _ADMIN not in registry:
-            token = self._token if self._token is not None else await self._fetch_token()
+            token = self._token if self._token is not None else await self._fetch_token(call)
             if token is None:  # pragma: no cover - __init__ wants a token or credentials
                 raise ValueError("AdminClient has neither an admin token nor client credentials")
             registry.add(_ADMIN, token)
         return registry[_ADMIN]
 
-    async def _request(self, method: str, path: str, body: JSON = None) -> JSON:
-        connection = await self._connection()
-        response = await connection.request(method, path, json=body)
-        return response.data
+    def _call(
+        self,
+        method: str,
+        path: str,
+        timeout: Timeouts | float | None,
+        deadline: float | None,
+    ) -> _Call:
+        return _Call(self._registry.clock, method, path, timeout, deadline)
 
-    async def client(self) -> ClientInfo:
+    async def _send(self, call: _Call, body: JSON = None) -> APIResponse:
+        connection = await self._connection(call)
+        return await call.step(
+            lambda left: connection.request(
+                call.method, call.path, json=body, timeout=call.timeout, deadline=left
+            )
+        )
+
+    async def _request(self, call: _Call, body: JSON = None) -> JSON:
+        return (await self._send(call, body)).data
+
+    async def _list(self, call: _Call, model: type[M]) -> list[M]:
+        connection = await self._connection(call)
+        return await call.step(
+            lambda left: listing(
+                connection, call.path, model, [], timeout=call.timeout, deadline=left
+            ).to_list()
+        )
+
+    async def client(
+        self, *, timeout: Timeouts | float | None = None, deadline: float | None = None
+    ) -> ClientInfo:
         """The application behind the credentials (``GET /api/system/client``).
+
+        Args:
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The `ClientInfo`.
@@ -154,32 +261,42 @@ class AdminClient:
 
         .. versionadded:: 0.1.0
         """
-        connection = await self._connection()
-        path = "/api/system/client"
-        response = await connection.request("GET", path)
-        return decode_one(response, ClientInfo, f"GET {path}")
+        call = self._call("GET", "/api/system/client", timeout, deadline)
+        return decode_one(await self._send(call), ClientInfo, f"GET {call.path}")
 
-    async def platforms(self) -> list[Platform]:
+    async def platforms(
+        self, *, timeout: Timeouts | float | None = None, deadline: float | None = None
+    ) -> list[Platform]:
         """Every platform Makini supports (``GET /api/system/platforms``, every page).
+
+        Args:
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The platforms.
 
         .. versionadded:: 0.1.0
         """
-        connection = await self._connection()
-        return await listing(connection, "/api/system/platforms", Platform, []).to_list()
+        call = self._call("GET", "/api/system/platforms", timeout, deadline)
+        return await self._list(call, Platform)
 
-    async def connections(self) -> list[ConnectionInfo]:
+    async def connections(
+        self, *, timeout: Timeouts | float | None = None, deadline: float | None = None
+    ) -> list[ConnectionInfo]:
         """Every connection of the account (``GET /api/system/connections``, every page).
+
+        Args:
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The connections.
 
         .. versionadded:: 0.1.0
         """
-        connection = await self._connection()
-        return await listing(connection, "/api/system/connections", ConnectionInfo, []).to_list()
+        call = self._call("GET", "/api/system/connections", timeout, deadline)
+        return await self._list(call, ConnectionInfo)
 
     async def create_connection(
         self,
@@ -188,6 +305,8 @@ class AdminClient:
         email: str,
         provider: str,
         credentials: Mapping[str, JSON] | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> TokenPair:
         """Create a connection from the customer's system credentials (no Link UI).
 
@@ -196,6 +315,8 @@ class AdminClient:
             email: A contact e-mail.
             provider: The platform slug (see `platforms`).
             credentials: The platform's credentials.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The new connection's `TokenPair`.
@@ -208,20 +329,44 @@ class AdminClient:
         body: dict[str, JSON] = {"name": name, "email": email, "provider": provider}
         if credentials is not None:
             body["credentials"] = dict(credentials)
-        return parse_token_pair(await self._request("POST", "/api/system/connections", body))
+        call = self._call("POST", "/api/system/connections", timeout, deadline)
+        return parse_token_pair(await self._request(call, body))
 
-    async def delete_connection(self, connection_id: str) -> None:
+    async def delete_connection(
+        self,
+        connection_id: str,
+        *,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> None:
         """Delete a connection; its tokens die at once.
+
+        Args:
+            connection_id: The connection.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Raises:
             NotFoundError: No such connection.
 
         .. versionadded:: 0.1.0
         """
-        await self._request("DELETE", f"/api/system/connections/{_quote(connection_id)}")
+        path = f"/api/system/connections/{_quote(connection_id)}"
+        await self._request(self._call("DELETE", path, timeout, deadline))
 
-    async def metadata(self, connection_id: str) -> list[MetadataItem]:
+    async def metadata(
+        self,
+        connection_id: str,
+        *,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> list[MetadataItem]:
         """A connection's custom metadata (every page).
+
+        Args:
+            connection_id: The connection.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The key/value items.
@@ -231,18 +376,24 @@ class AdminClient:
 
         .. versionadded:: 0.1.0
         """
-        connection = await self._connection()
         path = f"/api/system/connections/{_quote(connection_id)}/metadata"
-        return await listing(connection, path, MetadataItem, []).to_list()
+        return await self._list(self._call("GET", path, timeout, deadline), MetadataItem)
 
     async def set_metadata(
-        self, connection_id: str, values: Mapping[str, JSON]
+        self,
+        connection_id: str,
+        values: Mapping[str, JSON],
+        *,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
     ) -> list[MetadataItem]:
         """Set (merge) custom metadata on a connection.
 
         Args:
             connection_id: The connection.
             values: Keys and values to set.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The connection's metadata afterwards.
@@ -255,15 +406,26 @@ class AdminClient:
         """
         path = f"/api/system/connections/{_quote(connection_id)}/metadata"
         items: list[JSON] = [{"key": k, "value": v} for k, v in values.items()]
-        data = await self._request("POST", path, items)
+        data = await self._request(self._call("POST", path, timeout, deadline), items)
         body = data.get("data") if isinstance(data, dict) else data
         try:
             return decode_list(body, MetadataItem, ".data")
         except RecordDecodeError as exc:
             raise ResponseDecodeError(f"Unexpected value: {exc} (POST {path})") from None
 
-    async def issue_token(self, connection_id: str) -> IssuedToken:
+    async def issue_token(
+        self,
+        connection_id: str,
+        *,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> IssuedToken:
         """Issue a fresh access token for a connection (its previous tokens die).
+
+        Args:
+            connection_id: The connection.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call, fetching the admin token included.
 
         Returns:
             The `IssuedToken`.
@@ -275,7 +437,9 @@ class AdminClient:
         .. versionadded:: 0.1.0
         """
         path = f"/api/system/connections/{_quote(connection_id)}/token"
-        pair = parse_token_pair(await self._request("POST", path, {}))
+        pair = parse_token_pair(
+            await self._request(self._call("POST", path, timeout, deadline), {})
+        )
         return IssuedToken(token=pair.access_token, expires_at=pair.expires_at)
 
     async def register(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._channel import ReconnectEvent
+    from ._transport import Timeouts
     from ._types import JSON
 
 __all__ = [
@@ -132,6 +133,12 @@ class LinkClient:
         base_url: Makini's API origin (the sandbox's ``url`` in tests); default:
             ``$MAKINI_BASE_URL``, else Makini's, as for `ConnectionRegistry`.
         registry: A registry to send through (default: a private one, closed by `aclose`).
+        timeout: The private registry's attempt timeout, as ``ConnectionRegistry(timeout=)``
+            takes it (a number of seconds for the whole attempt, or `Timeouts`). With
+            ``registry``, that registry's timeouts apply instead.
+
+    Raises:
+        ValueError: An empty client id or secret, or both ``registry`` and ``timeout``.
 
     .. versionadded:: 0.1.0
     """
@@ -143,9 +150,12 @@ class LinkClient:
         *,
         base_url: str | None = None,
         registry: ConnectionRegistry | None = None,
+        timeout: Timeouts | float | None = None,
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret must be non-empty")
+        if registry is not None and timeout is not None:
+            raise ValueError("Pass timeout to the registry you pass, not to LinkClient")
         self._client_id = client_id
         self._client_secret = client_secret
         self._owned = registry is None
@@ -153,7 +163,7 @@ class LinkClient:
         self._registry = (
             registry
             if registry is not None
-            else ConnectionRegistry(base_url, retry=RetryPolicy(attempts=1))
+            else ConnectionRegistry(base_url, retry=RetryPolicy(attempts=1), timeout=timeout)
         )
 
     async def __aenter__(self) -> Self:
@@ -178,20 +188,36 @@ class LinkClient:
     def __repr__(self) -> str:
         return f"<LinkClient client_id={self._client_id!r}>"
 
-    async def _token(self, fields: Mapping[str, str]) -> TokenPair:
+    async def _token(
+        self,
+        fields: Mapping[str, str],
+        timeout: Timeouts | float | None,
+        deadline: float | None,
+    ) -> TokenPair:
         channel = self._registry.tokenless()
         form = {**fields, "client_id": self._client_id, "client_secret": self._client_secret}
         # Never keep a credential of the body in an error, should the server echo one back.
         secrets = (self._client_secret, *(fields[k] for k in _SECRET_FIELDS if k in fields))
-        response = await channel.request("POST", "/link/token", form=form, redact=secrets)
+        response = await channel.request(
+            "POST", "/link/token", form=form, redact=secrets, timeout=timeout, deadline=deadline
+        )
         return parse_token_pair(response.data)
 
-    async def exchange_code(self, code: str, *, redirect_uri: str | None = None) -> TokenPair:
+    async def exchange_code(
+        self,
+        code: str,
+        *,
+        redirect_uri: str | None = None,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> TokenPair:
         """Trade a Makini Link authorization code for a connection's token pair.
 
         Args:
             code: The ``code`` Makini Link sent to your redirect URI.
             redirect_uri: The redirect URI the flow used.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call.
 
         Returns:
             The connection's first `TokenPair`.
@@ -205,15 +231,23 @@ class LinkClient:
         fields = {"grant_type": "authorization_code", "code": code}
         if redirect_uri is not None:
             fields["redirect_uri"] = redirect_uri
-        return await self._token(fields)
+        return await self._token(fields, timeout, deadline)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
+    async def refresh(
+        self,
+        refresh_token: str,
+        *,
+        timeout: Timeouts | float | None = None,
+        deadline: float | None = None,
+    ) -> TokenPair:
         """Rotate a pair: the answer is the new pair, and the old pair is dead from now on.
 
         Prefer `TokenRefresher`, which refreshes once per pair and stores the result first.
 
         Args:
             refresh_token: The current pair's refresh token.
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call.
 
         Returns:
             The new `TokenPair`.
@@ -223,10 +257,17 @@ class LinkClient:
 
         .. versionadded:: 0.1.0
         """
-        return await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+        fields = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return await self._token(fields, timeout, deadline)
 
-    async def client_credentials(self) -> TokenPair:
+    async def client_credentials(
+        self, *, timeout: Timeouts | float | None = None, deadline: float | None = None
+    ) -> TokenPair:
         """Get an admin token pair for the Admin API.
+
+        Args:
+            timeout: Per-attempt timeout, as for `Connection.request`.
+            deadline: Seconds for the whole call.
 
         Returns:
             The admin `TokenPair`.
@@ -236,7 +277,7 @@ class LinkClient:
 
         .. versionadded:: 0.1.0
         """
-        return await self._token({"grant_type": "client_credentials"})
+        return await self._token({"grant_type": "client_credentials"}, timeout, deadline)
 
 
 class TokenStore(Protocol):
