@@ -30,7 +30,9 @@
     ├── ConnectionNotFoundError            also a KeyError
     ├── ConnectionClosedError              the connection was removed or closed
     │   └── RegistryClosedError
-    ├── EventLoopMismatchError             also a RuntimeError: used from a second event loop
+    ├── UsageError                         also a RuntimeError: called in a state that forbids it
+    │   └── EventLoopMismatchError         used from a second event loop
+    ├── TokenNotFoundError                 also a LookupError: no token pair stored to refresh
     ├── StoreError                         a sync or webhook dedup store cannot be used
     ├── CoordinationError                  the shared Redis that processes coordinate through failed
     └── WebhookError                       a webhook delivery was refused (webhooks)
@@ -83,9 +85,11 @@ __all__ = [
     "StoreError",
     "TLSError",
     "TokenExpiredError",
+    "TokenNotFoundError",
     "TransportError",
     "UnexpectedRedirectError",
     "UpstreamError",
+    "UsageError",
     "ValidationError",
     "WebhookError",
     "WebhookPayloadError",
@@ -530,8 +534,27 @@ class TLSError(ConnectError):
     """
 
 
-class EventLoopMismatchError(MakiniError, RuntimeError):
+class UsageError(MakiniError, RuntimeError):
+    """An object was called in a state that forbids the call.
+
+    For example: a registry entered a second time while open, a closed webhook receiver
+    started again. Nothing was sent; the fix is in the calling code.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class EventLoopMismatchError(UsageError):
     """The registry was used from an event loop other than the one its sessions belong to.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class TokenNotFoundError(MakiniError, LookupError):
+    """The token store holds no refreshable pair for the connection (`TokenRefresher`).
+
+    As a reconnect hook, `TokenRefresher` treats it as a customer who must reconnect.
 
     .. versionadded:: 0.1.0
     """

@@ -31,7 +31,7 @@ from ._channel import Channel, Listeners, ReconnectHook, StateListener
 from ._connection import Connection, TokenlessChannel
 from ._credentials import CredentialSource, MemoryCredentials, check_token
 from ._engine import Engine
-from ._errors import ConnectionNotFoundError, RegistryClosedError
+from ._errors import ConnectionNotFoundError, RegistryClosedError, UsageError
 from ._fanout import FanOut, fan_out
 from ._instrument import Instrument
 from ._retry import RetryPolicy
@@ -407,7 +407,7 @@ class ConnectionRegistry:
                 "Cannot open the registry, as it has been closed; create a new one."
             )
         if self._state is _State.OPENED:
-            raise RuntimeError("The registry is already open; enter it only once.")
+            raise UsageError("The registry is already open; enter it only once.")
         self._state = _State.OPENED
         return self
 

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Final, Protocol, Self
 
 import attrs
 
-from ._errors import AuthenticationError, ResponseDecodeError, TokenExpiredError
+from ._errors import (
+    AuthenticationError,
+    ResponseDecodeError,
+    TokenExpiredError,
+    TokenNotFoundError,
+)
 from ._registry import ConnectionRegistry
 from ._retry import RetryPolicy
 
@@ -380,7 +385,7 @@ class TokenRefresher:
             The connection's newest pair.
 
         Raises:
-            LookupError: The store has no pair for the connection.
+            TokenNotFoundError: The store has no refreshable pair for the connection.
             AuthenticationError: The refresh token was refused: the customer must reconnect.
 
         .. versionadded:: 0.1.0
@@ -389,7 +394,9 @@ class TokenRefresher:
         async with lock:
             current = await self._current(connection_id)
             if current is None or current.refresh_token is None:
-                raise LookupError(f"No refreshable token pair stored for {connection_id!r}")
+                raise TokenNotFoundError(
+                    f"No refreshable token pair stored for connection {connection_id!r}"
+                )
             if stale is not None and current.refresh_token != stale.refresh_token:
                 return current  # another task or process rotated it already
             new = await self._link.refresh(current.refresh_token)
@@ -412,7 +419,7 @@ class TokenRefresher:
             try:
                 stale = await self._current(event.connection_id)
                 pair = await self.refresh(event.connection_id, stale=stale)
-            except (AuthenticationError, LookupError) as exc:
+            except (AuthenticationError, TokenNotFoundError) as exc:
                 logger.warning(
                     "Refreshing connection %s failed (%s); the customer must reconnect",
                     event.connection_id,

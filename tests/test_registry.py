@@ -122,6 +122,20 @@ class TestLifecycle:
         assert len(app.seen) == 1
         assert state(conn) is ConnectionState.CLOSED
 
+    async def test_entering_an_open_registry_again_is_a_usage_error(
+        self, scripted: tuple[ScriptedApp, str]
+    ) -> None:
+        """A second `async with` on an open registry raises UsageError and leaves it open."""
+        _, url = scripted
+        async with ConnectionRegistry(url) as registry:
+            conn = registry.add("c", "t")
+            with pytest.raises(m.UsageError, match="already open") as caught:
+                async with registry:
+                    pass  # pragma: no cover - never entered
+            assert isinstance(caught.value, RuntimeError)
+            assert not registry.closed
+            assert (await conn.request("GET", "/x")).status == 200
+
     async def test_remove(
         self, scripted: tuple[ScriptedApp, str], make_registry: MakeRegistry
     ) -> None:

@@ -19,6 +19,7 @@ from makini_async import (
     ReconnectEvent,
     ResponseDecodeError,
     StateChange,
+    TokenNotFoundError,
 )
 from makini_async._tokens import (
     LinkClient,
@@ -198,8 +199,9 @@ class TestRotation:
         second = await refresher.refresh("c1", stale=first)
         assert store.pairs["c1"] == second
         assert refresher.refreshes == 2
-        with pytest.raises(LookupError):
+        with pytest.raises(TokenNotFoundError, match="nobody") as caught:
             await refresher.refresh("nobody")
+        assert isinstance(caught.value, LookupError)  # what it raised before it was typed
 
 
 class TestHook:

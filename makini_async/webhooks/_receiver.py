@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, Self, TypeVar, overload
 import attrs
 from aiohttp import web
 
-from makini_async._errors import WebhookPayloadError, WebhookVerificationError
+from makini_async._errors import UsageError, WebhookPayloadError, WebhookVerificationError
 
 from . import _aiohttp
 from ._asgi import WebhookASGIApp
@@ -583,12 +583,12 @@ class WebhookReceiver:
         """Start the worker tasks (done for you by the app's startup or the first delivery).
 
         Raises:
-            RuntimeError: The receiver has been closed.
+            UsageError: The receiver has been closed.
 
         .. versionadded:: 0.1.0
         """
         if self._closed:
-            raise RuntimeError("The webhook receiver is closed; create a new one.")
+            raise UsageError("The webhook receiver is closed; create a new one.")
         if self._queue is not None:
             return
         self._queue = asyncio.Queue(self.queue_size)

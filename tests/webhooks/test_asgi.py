@@ -10,6 +10,7 @@ import sys
 import aiohttp
 import pytest
 
+from makini_async import UsageError
 from makini_async.webhooks import MemoryDedupStore, WebhookEvent, WebhookReceiver
 from tests.webhooks.asgi_support import UvicornServer, fastapi_app, starlette_app
 from tests.webhooks.support import SECRET, Recorder, Served, envelope, signed
@@ -63,7 +64,7 @@ class TestStandalone:
         assert receiver.closing
         assert store.closed
         assert _worker_tasks() == []
-        with pytest.raises(RuntimeError, match="closed"):
+        with pytest.raises(UsageError, match="closed"):
             await receiver.start()
 
     async def test_failed_startup_stops_the_server(self, caplog: pytest.LogCaptureFixture) -> None:

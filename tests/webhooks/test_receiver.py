@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from makini_async import UsageError
 from makini_async.webhooks import (
     EntityEvent,
     MemoryDedupStore,
@@ -615,8 +616,9 @@ class TestShutdown:
         await runner.cleanup()
         assert len(done) == 5
         assert receiver.stats.abandoned == 0
-        with pytest.raises(RuntimeError, match="closed"):
+        with pytest.raises(UsageError, match="closed") as caught:
             await receiver.start()
+        assert isinstance(caught.value, RuntimeError)
 
     async def test_context_manager_and_idempotent_close(self) -> None:
         """The receiver works as an async context manager; aclose twice is fine."""
