@@ -41,7 +41,7 @@ from ._parser import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     PROG,
-    UsageError,
+    CommandLineError,
     build_parser,
 )
 from ._queue import run_queue_sync, run_status, run_worker
@@ -103,7 +103,7 @@ def main(  # noqa: PLR0911 - one exit status per kind of failure
         args = build_parser().parse_args(arguments)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except UsageError as exc:
+    except CommandLineError as exc:
         err.write(f"{PROG}: error: {_one_line(exc)}\n")
         return EXIT_USAGE
     if args.command == "entities":
@@ -114,7 +114,7 @@ def main(  # noqa: PLR0911 - one exit status per kind of failure
     except KeyboardInterrupt:
         err.write(f"{PROG}: interrupted; the next run resumes where this one stopped\n")
         return EXIT_INTERRUPTED
-    except (UsageError, StoreError, ValueError) as exc:
+    except (CommandLineError, StoreError, ValueError) as exc:
         err.write(f"{PROG}: error: {_one_line(exc)}\n")
         return EXIT_USAGE
     except AuthenticationError as exc:
@@ -134,7 +134,7 @@ async def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return await run_queue_sync(args, Reporter(out, err, plain=args.plain))
     if args.command == "sync":
         if args.store is None:
-            raise UsageError("the following arguments are required: --store (or --queue)")
+            raise CommandLineError("the following arguments are required: --store (or --queue)")
         return await run_sync(args, Reporter(out, err, plain=args.plain))
     if args.command == "worker":
         return await run_worker(args, err)

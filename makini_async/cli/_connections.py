@@ -14,7 +14,7 @@ from pathlib import Path
 from makini_async import AdminClient, ConnectionRegistry
 from makini_async._registry import resolve_base_url
 
-from ._parser import UsageError
+from ._parser import CommandLineError
 
 __all__ = ["add_connection", "admin_client", "base_url_for", "env_token", "read_connections"]
 
@@ -33,21 +33,21 @@ def read_connections(path: str) -> list[tuple[str, str]]:
         The pairs, in the file's order.
 
     Raises:
-        UsageError: The file cannot be read, is malformed, lists nothing or lists an id twice.
+        CommandLineError: The file cannot be read, is malformed, lists nothing or lists an id twice.
     """
     try:
         text = Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise UsageError(f"cannot read the connections file {path!r}: {reason}") from None
+        raise CommandLineError(f"cannot read the connections file {path!r}: {reason}") from None
     stripped = text.lstrip()
     pairs = _json_pairs(path, stripped) if stripped[:1] in {"[", "{"} else _csv_pairs(path, text)
     if not pairs:
-        raise UsageError(f"the connections file {path!r} lists no connections")
+        raise CommandLineError(f"the connections file {path!r} lists no connections")
     seen: set[str] = set()
     for connection_id, _ in pairs:
         if connection_id in seen:
-            raise UsageError(
+            raise CommandLineError(
                 f"the connections file {path!r} lists connection {connection_id!r} twice"
             )
         seen.add(connection_id)
@@ -58,7 +58,7 @@ def _json_pairs(path: str, text: str) -> list[tuple[str, str]]:
     try:
         loaded = json.loads(text)
     except ValueError:
-        raise UsageError(f"the connections file {path!r} is not valid JSON") from None
+        raise CommandLineError(f"the connections file {path!r} is not valid JSON") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("connections"), list):
         loaded = loaded["connections"]
     if isinstance(loaded, dict):
@@ -66,17 +66,19 @@ def _json_pairs(path: str, text: str) -> list[tuple[str, str]]:
     elif isinstance(loaded, list):
         items = loaded
     else:
-        raise UsageError(f"the connections file {path!r} must hold a list or an object")
+        raise CommandLineError(f"the connections file {path!r} must hold a list or an object")
     pairs = []
     for number, item in enumerate(items, 1):
         if not isinstance(item, dict):
-            raise UsageError(f"the connections file {path!r}: entry {number} is not an object")
+            raise CommandLineError(
+                f"the connections file {path!r}: entry {number} is not an object"
+            )
         connection_id = item.get("id", item.get("connection_id"))
         token = item.get("token")
         if not isinstance(connection_id, str) or not connection_id:
-            raise UsageError(f"the connections file {path!r}: entry {number} has no id")
+            raise CommandLineError(f"the connections file {path!r}: entry {number} has no id")
         if not isinstance(token, str) or not token:
-            raise UsageError(f"the connections file {path!r}: entry {number} has no token")
+            raise CommandLineError(f"the connections file {path!r}: entry {number} has no token")
         pairs.append((connection_id, token))
     return pairs
 
@@ -93,7 +95,9 @@ def _csv_pairs(path: str, text: str) -> list[tuple[str, str]]:
         ):
             continue
         if len(cells) < 2 or not cells[0] or not cells[1]:  # noqa: PLR2004 - id and token
-            raise UsageError(f"the connections file {path!r}: line {number} is not 'id,token'")
+            raise CommandLineError(
+                f"the connections file {path!r}: line {number} is not 'id,token'"
+            )
         pairs.append((cells[0], cells[1]))
     return pairs
 
@@ -108,11 +112,11 @@ def env_token(name: str) -> str:
         The token, stripped.
 
     Raises:
-        UsageError: The variable is unset or blank.
+        CommandLineError: The variable is unset or blank.
     """
     token = os.environ.get(name, "").strip()
     if not token:
-        raise UsageError(f"set {name} to a token first")
+        raise CommandLineError(f"set {name} to a token first")
     return token
 
 
@@ -128,12 +132,14 @@ def add_connection(
         where: Where the token came from, for the message (a file name or a variable).
 
     Raises:
-        UsageError: The registry refused the token.
+        CommandLineError: The registry refused the token.
     """
     try:
         registry.add(connection_id, token)
     except (TypeError, ValueError):
-        raise UsageError(f"{where}: connection {connection_id!r} has a malformed token") from None
+        raise CommandLineError(
+            f"{where}: connection {connection_id!r} has a malformed token"
+        ) from None
 
 
 def admin_client(base_url: str) -> AdminClient:
@@ -142,9 +148,9 @@ def admin_client(base_url: str) -> AdminClient:
     client_secret = os.environ.get("MAKINI_CLIENT_SECRET", "").strip()
     admin_token = os.environ.get("MAKINI_ADMIN_TOKEN", "").strip() or None
     if bool(client_id) != bool(client_secret):
-        raise UsageError("set both MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET")
+        raise CommandLineError("set both MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET")
     if not client_id and admin_token is None:
-        raise UsageError(
+        raise CommandLineError(
             "--admin needs MAKINI_CLIENT_ID and MAKINI_CLIENT_SECRET (or MAKINI_ADMIN_TOKEN)"
         )
     try:
@@ -152,7 +158,7 @@ def admin_client(base_url: str) -> AdminClient:
             client_id or None, client_secret or None, base_url=base_url, admin_token=admin_token
         )
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise CommandLineError(str(exc)) from None
 
 
 def base_url_for(given: str | None, connections: str | None) -> str:

@@ -20,7 +20,7 @@ from makini_async import ConnectionRegistry, ReconnectEvent, RetryPolicy
 from makini_async.sandbox import Sandbox
 from makini_async.sync import Progress, SQLiteStore, SyncSummary, sync
 
-from ._parser import EXIT_FAILED, EXIT_OK, UsageError
+from ._parser import EXIT_FAILED, EXIT_OK, CommandLineError
 from ._report import Reporter
 
 __all__ = ["run_demo"]
@@ -72,7 +72,7 @@ def _fresh_db(path: Path) -> None:
     except sqlite3.Error:
         ours = None
     if not ours:
-        raise UsageError(f"--db {str(path)!r} exists and is not a makini-async store")
+        raise CommandLineError(f"--db {str(path)!r} exists and is not a makini-async store")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
@@ -92,11 +92,12 @@ async def run_demo(args: argparse.Namespace, reporter: Reporter) -> int:  # noqa
         The exit status: 0 when everything went as planned, 1 otherwise.
 
     Raises:
-        UsageError: Fewer than 3 connections, or ``--db`` names a file that is not a demo store.
+        CommandLineError: Fewer than 3 connections, or ``--db`` names a file that is not a demo
+            store.
     """
     count = args.connections
     if count < 3:  # noqa: PLR2004 - one healthy, one rate-limited, one down at least
-        raise UsageError("the demo needs --connections 3 or more")
+        raise CommandLineError("the demo needs --connections 3 or more")
     db = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="makini-demo-")) / "demo.db"
     _fresh_db(db)
     say = reporter.say

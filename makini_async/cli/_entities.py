@@ -16,7 +16,7 @@ from makini_async import resources
 from makini_async.resources._base import Listable, Namespace, Service, collection_of
 from makini_async.sync._entities import COLLECTIONS, entities_from
 
-from ._parser import EXIT_OK, UsageError
+from ._parser import EXIT_OK, CommandLineError
 
 __all__ = ["EntityInfo", "entity_table", "parse_entities", "run_entities"]
 
@@ -118,4 +118,4 @@ def parse_entities(text: str) -> list[str]:
     try:
         return entities_from(text)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise CommandLineError(str(exc)) from None

@@ -15,7 +15,7 @@ __all__ = [
     "EXIT_USAGE",
     "FILTER_OPS",
     "PROG",
-    "UsageError",
+    "CommandLineError",
     "build_parser",
 ]
 
@@ -29,15 +29,15 @@ FILTER_OPS: Final = ("contains", "startsWith", "endsWith", "gt", "gteq", "lt", "
 _MAX_PER_PAGE: Final = 500
 
 
-class UsageError(Exception):
+class CommandLineError(Exception):
     """Bad input from the command line: reported as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are `UsageError`s: one line, like every other mistake."""
+    """An argument parser whose errors are `CommandLineError`s: one line, as every other mistake."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise CommandLineError(f"{message} (see '{self.prog} --help')")
 
 
 def _positive(text: str) -> int:

@@ -18,7 +18,7 @@ from makini_async.sync import Progress, SyncSummary
 
 from ._connections import add_connection, admin_client, base_url_for, read_connections
 from ._entities import parse_entities
-from ._parser import EXIT_FAILED, EXIT_OK, UsageError
+from ._parser import EXIT_FAILED, EXIT_OK, CommandLineError
 from ._report import Reporter
 from ._stores import open_store, store_name
 
@@ -41,7 +41,7 @@ __all__ = ["run_queue_sync", "run_status", "run_worker"]
 
 def _need_queue() -> None:
     if not HAVE_QUEUE:
-        raise UsageError("the queue needs arq and redis: pip install 'makini-async[queue]'")
+        raise CommandLineError("the queue needs arq and redis: pip install 'makini-async[queue]'")
 
 
 async def _connection_ids(args: argparse.Namespace, base_url: str) -> list[str]:
@@ -64,12 +64,12 @@ async def run_queue_sync(args: argparse.Namespace, reporter: Reporter) -> int:
         The exit status: 0 when every job synced, 1 when one failed.
 
     Raises:
-        UsageError: Bad entities or connections file, no queue extra, or a ``--store``.
+        CommandLineError: Bad entities or connections file, no queue extra, or a ``--store``.
         CoordinationError: Redis failed, or lost the jobs.
     """
     _need_queue()
     if args.store is not None:
-        raise UsageError(
+        raise CommandLineError(
             "with --queue, the store is the workers': give it to 'makini-async worker --store'"
         )
     entities = parse_entities(args.entities)
@@ -128,7 +128,7 @@ async def run_worker(args: argparse.Namespace, err: TextIO) -> int:
         The exit status: 0 when stopped by a signal (or ``--burst`` emptied the queue).
 
     Raises:
-        UsageError: A bad connections file or store, or no queue extra.
+        CommandLineError: A bad connections file or store, or no queue extra.
         StoreError: The store cannot be opened.
         CoordinationError: Redis failed.
     """
@@ -198,7 +198,7 @@ async def run_status(args: argparse.Namespace, out: TextIO) -> int:
         The exit status, 0.
 
     Raises:
-        UsageError: No queue extra.
+        CommandLineError: No queue extra.
         CoordinationError: Redis failed.
     """
     _need_queue()

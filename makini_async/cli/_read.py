@@ -13,7 +13,7 @@ from makini_async._registry import resolve_base_url
 from makini_async.sync._entities import collection
 
 from ._connections import add_connection, env_token
-from ._parser import EXIT_OK, FILTER_OPS, UsageError
+from ._parser import EXIT_OK, FILTER_OPS, CommandLineError
 
 if TYPE_CHECKING:
     from makini_async.typing import JSON
@@ -28,9 +28,9 @@ def _filters(items: list[str]) -> list[tuple[str, object]]:
         target, sep, value = item.partition("=")
         field, colon, op = target.partition(":")
         if not sep or not field.strip() or any(c in field for c in "[]"):
-            raise UsageError(f"--filter {item!r}: use FIELD=VALUE or FIELD:OP=VALUE")
+            raise CommandLineError(f"--filter {item!r}: use FIELD=VALUE or FIELD:OP=VALUE")
         if colon and op not in FILTER_OPS:
-            raise UsageError(
+            raise CommandLineError(
                 f"--filter {item!r}: unknown operator {op!r}; use one of {', '.join(FILTER_OPS)}"
             )
         params.append((f"filter[{target}]", value))
@@ -61,14 +61,14 @@ async def run_read(args: argparse.Namespace, out: TextIO) -> int:
         The exit status, 0.
 
     Raises:
-        UsageError: An unknown resource, no ``$MAKINI_TOKEN``, or a malformed ``--filter``.
+        CommandLineError: An unknown resource, no ``$MAKINI_TOKEN``, or a malformed ``--filter``.
         ValueError: A bad ``--base-url`` or ``$MAKINI_BASE_URL``.
         MakiniError: A request failed.
     """
     try:
         path = collection(args.resource).path
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise CommandLineError(str(exc)) from None
     filters = _filters(args.filter) if args.command == "list" else []
     base_url = resolve_base_url(args.base_url)
     token = env_token("MAKINI_TOKEN")

@@ -14,7 +14,7 @@ from pathlib import Path
 from makini_async import StoreError
 from makini_async.sync import JsonLinesStore, SQLiteStore, Store, table_name
 
-from ._parser import UsageError
+from ._parser import CommandLineError
 
 try:
     from makini_async.sync.postgres import PostgresStore
@@ -108,11 +108,11 @@ def open_store(path: str, kind: str, entities: Sequence[str] = ()) -> Store:
 
     Raises:
         StoreError: A file or directory that cannot be written.
-        UsageError: A PostgreSQL DSN without the ``postgres`` extra installed.
+        CommandLineError: A PostgreSQL DSN without the ``postgres`` extra installed.
     """
     if path.startswith(_POSTGRES_SCHEMES):
         if not HAVE_POSTGRES:
-            raise UsageError(
+            raise CommandLineError(
                 "a PostgreSQL store needs asyncpg: pip install 'makini-async[postgres]'"
             )
         return PostgresStore(path)

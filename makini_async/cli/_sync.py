@@ -33,7 +33,7 @@ async def run_sync(args: argparse.Namespace, reporter: Reporter) -> int:
         The exit status: 0 when everything synced, 1 when a connection failed.
 
     Raises:
-        UsageError: Bad entities, connections file or credentials.
+        CommandLineError: Bad entities, connections file or credentials.
         StoreError: The store cannot be written or opened.
         ValueError: A bad ``--base-url`` or ``$MAKINI_BASE_URL``.
     """
