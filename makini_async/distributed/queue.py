@@ -680,13 +680,13 @@ class SyncWorker:
         finally:
             stopped.set()
             await beat
-            # Running jobs go back on the queue: arq puts a cancelled job back at once, which
-            # takes a moment after the cancellation (the signal handler has cancelled them).
+            # Running jobs go back on the queue (arq puts a cancelled job back at once); past a
+            # lease, their leases give them to another worker anyway, so no longer is waited.
             tasks = [t for t in worker.tasks.values() if not t.done()]
             for task in tasks if self.stopped_by is None else ():
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=_SOCKET_TIMEOUT)
+                await asyncio.wait(tasks, timeout=self.lease)
             with contextlib.suppress(*_FAILURES):
                 # A worker that stopped is not alive, whatever its last heartbeat says.
                 await _wait(
