@@ -295,7 +295,7 @@ def _shut_down(postgres: PostgresServer, how: str) -> None:
 async def test_a_restart_fails_the_write_in_flight_and_the_next_one_lands(
     postgres: PostgresServer, postgres_dsn: str, how: str
 ) -> None:
-    """A write caught by a restart fails whole with StoreError; the next write reconnects.
+    """A write caught by a restart lands whole or not at all (StoreError); the next one lands.
 
     The write in flight has inserted some of its rows and waits for a row another session
     holds when the server goes down.
@@ -315,8 +315,11 @@ async def test_a_restart_fails_the_write_in_flight_and_the_next_one_lands(
             )
             await asyncio.wait_for(_backend_waits_for_a_lock(holder), WITHIN)
             await asyncio.to_thread(_shut_down, postgres, how)
-            with pytest.raises(StoreError, match="failed to write"):
+            failed: StoreError | None = None
+            try:
                 await asyncio.wait_for(in_flight, WITHIN)
+            except StoreError as exc:
+                failed = exc
         finally:
             holder.terminate()
             await asyncio.to_thread(postgres.start)
@@ -324,12 +327,11 @@ async def test_a_restart_fails_the_write_in_flight_and_the_next_one_lands(
         before = (["K5"], "2025-01-01T00:00:00.000000Z")
         whole = ([f"K{i}" for i in range(10)], "2025-06-01T00:00:00.000000Z")
         stored = ([r.key for r in await store.rows(ENTITY)], await store.watermark("c1", ENTITY))
-        if how == "crash":
-            assert stored == before
-        else:
-            # A fast shutdown ends the holder's transaction too: the write may get the row and
-            # commit before its own backend ends, with the answer lost. Whole or nothing.
-            assert stored in (before, whole)
+        # The holder's session ends with the server too, so the write may get the row and
+        # commit before its own session ends, its answer lost or not: it almost always fails
+        # with the server, but either way it lands whole or not at all.
+        assert failed is None or "failed to write" in str(failed)
+        assert stored == whole if failed is None else stored in (before, whole)
         changed = await store.write("c1", ENTITY, page, "2025-06-01T00:00:00.000000Z")
         assert changed == (10 if stored == before else 0)
         assert await store.count(ENTITY) == 10

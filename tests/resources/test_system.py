@@ -18,6 +18,13 @@ class TestSyncState:
         assert current.updated_at is not None
         assert current.updated_at.tzinfo is not None
 
+    # A sync that outlasts the test (1,000 s at the suite's time scale), whatever the machine's
+    # speed: with the default five simulated seconds it can end before the status is read.
+    @pytest.mark.parametrize(
+        "sandbox_options",
+        [{"connections": 2, "seed": 1, "time_scale": 0.001, "sync_duration": 1e6}],
+        ids=["long sync"],
+    )
     async def test_request_sync_and_status(self, conn: Connection) -> None:
         """request_sync() starts a sync that sync_status() then reports."""
         answer = await conn.request_sync("incremental", scopes=["work-orders"])
