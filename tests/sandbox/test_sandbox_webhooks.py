@@ -194,6 +194,9 @@ class TestSync:
         self, api: Api, sandbox: Sandbox, receiver: Receiver
     ) -> None:
         """POST /api/integrations/sync goes inprogress, then done, and emits sync_completed."""
+        # The sync's five simulated seconds last half a real one: long enough to be seen in
+        # progress on a busy machine (at the suite's scale they would last 5 ms).
+        sandbox.time_scale = 0.1
         sandbox.add_webhook("c1", receiver.url)
         before = await api.get("/api/integrations/sync/status")
         assert before.body["status"] == "done"
