@@ -152,6 +152,7 @@ class TestRateLimit:
 
     async def test_429_after_the_limit(self, api: Api, sandbox: Sandbox) -> None:
         """Past the limit a connection gets 429 with Retry-After and X-RateLimit-Reset."""
+        sandbox.time_scale = 1.0  # a window of 30 real seconds: the four calls fit on any machine
         sandbox.configure("c1", rate_limit=3, rate_window=30)
         statuses = [(await api.get(WO)).status for _ in range(3)]
         limited = await api.get(WO)
