@@ -8,6 +8,7 @@ protocol: `renew` is a coroutine so that it may do I/O and wait for another proc
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -95,7 +96,7 @@ class CredentialSource(Protocol):
         ...
 
 
-class CredentialCache:
+class CredentialCache(abc.ABC):
     """The part every credential source shares: this process's credentials and renewals.
 
     It keeps each key's `Credential` (local generations) and runs one renewal per key and
@@ -142,8 +143,9 @@ class CredentialCache:
             if running is not None and running[1] is task:
                 del self._renewals[key]
 
+    @abc.abstractmethod
     async def _renew(self, key: str, refused: Credential, refresh: Refresh) -> Credential | None:
-        raise NotImplementedError
+        """Get the token after ``refused`` (``refresh``, or another process's) and store it."""
 
     def _adopt(self, key: str, refused: Credential, token: str) -> Credential | None:
         """Make ``token`` the generation after ``refused`` (unless one already is).
