@@ -198,7 +198,7 @@ class TestEachFramework:
 
         first, second, third = envelope(), envelope(), envelope()
         assert await served.deliver(first) == 200
-        await started.wait()  # the worker holds the first event
+        await asyncio.wait_for(started.wait(), 30)  # the worker holds the first event
         assert await served.deliver(second) == 200  # the queue holds the second
         raw, headers = signed(third)
         async with served.session.post(served.url, data=raw, headers=headers) as response:

@@ -409,33 +409,6 @@ class TestHandlersOffThePath:
         await recorder.wait_for(2)
         assert served.receiver.stats.failed == 1
 
-    async def test_full_queue_answers_503_and_releases(self, serve: Serve) -> None:
-        """With every worker busy and the queue full, 503 + Retry-After; a retry later works."""
-        served = await serve(workers=1, queue_size=1, enqueue_timeout=0.05)
-        gate = asyncio.Event()
-        started = asyncio.Event()
-        recorder = Recorder()
-
-        @served.receiver.on("*")
-        async def blocked(event: WebhookEvent) -> None:
-            started.set()
-            await gate.wait()
-            await recorder(event)
-
-        first, second, third = envelope(), envelope(), envelope()
-        assert await served.deliver(first) == 200
-        await asyncio.wait_for(started.wait(), 30)  # the worker has taken the first event
-        assert await served.deliver(second) == 200
-        raw, headers = signed(third)
-        async with served.session.post(served.url, data=raw, headers=headers) as response:
-            assert response.status == 503
-            assert response.headers["Retry-After"] == "5"
-        gate.set()
-        await served.receiver.join()
-        assert await served.deliver(third) == 200
-        await recorder.wait_for(3)
-        assert served.receiver.stats.unavailable == 1
-
     async def test_broken_store_answers_503(self, serve: Serve) -> None:
         """A dedup store that fails makes the delivery 503 (retry later), never 500."""
 
