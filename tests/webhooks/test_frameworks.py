@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -262,8 +263,10 @@ class TestEachFramework:
         assert b"body_too_large" in answer
         assert served.receiver.stats.rejected == 1
 
-    async def test_sender_hangs_up_mid_body(self, serve_on: ServeOn, framework: str) -> None:
-        """A sender that closes halfway through the body is refused; nothing runs."""
+    async def test_sender_hangs_up_mid_body(
+        self, serve_on: ServeOn, framework: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A sender that closes halfway through the body is refused quietly; nothing runs."""
         served = await serve_on(framework)
         recorder = Recorder()
         served.receiver.on("*")(recorder)
@@ -286,6 +289,7 @@ class TestEachFramework:
         await until(lambda: stats.rejected + stats.unavailable == 1, timeout=ANSWER_LIMIT)
         assert stats.rejected == 1
         assert recorder.events == []
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     async def test_sandbox_deliveries_arrive(
         self, sandbox: Sandbox, serve_on: ServeOn, framework: str
