@@ -18,6 +18,12 @@ SECRET_OLD = "old-secret-token-0123456789"
 SECRET_NEW = "new-secret-token-0123456789"
 
 
+async def _new_token(event: m.ReconnectEvent) -> str:
+    """A reconnect hook that always has the new token."""
+    del event
+    return SECRET_NEW
+
+
 async def _settled(source: RedisCredentials) -> None:
     """Let the background publishes of `install` reach Redis."""
     for _ in range(100):
@@ -90,12 +96,10 @@ class TestFleet:
         app, url = scripted
         app.by_token[SECRET_OLD] = error_reply(401, "TOKEN_EXPIRED")
 
-        async def renew(event: m.ReconnectEvent) -> str:
-            del event
-            return SECRET_NEW
-
         first = RedisCredentials(redis.url)
-        conn = make_registry(url, credentials=first, on_reconnect=renew).add("acme", SECRET_OLD)
+        conn = make_registry(url, credentials=first, on_reconnect=_new_token).add(
+            "acme", SECRET_OLD
+        )
         await conn.request("GET", "/x")  # renewed: the fleet's token is the new one
         restarted = RedisCredentials(redis.url)
         runs: list[int] = []
@@ -216,12 +220,10 @@ class TestUnavailable:
         app, url = scripted
         app.by_token[SECRET_OLD] = error_reply(401, "TOKEN_EXPIRED")
 
-        async def renew(event: m.ReconnectEvent) -> str:
-            del event
-            return SECRET_NEW
-
         source = RedisCredentials(redis.url)
-        conn = make_registry(url, credentials=source, on_reconnect=renew).add("acme", SECRET_OLD)
+        conn = make_registry(url, credentials=source, on_reconnect=_new_token).add(
+            "acme", SECRET_OLD
+        )
         await _settled(source)
         redis.stop()
         with pytest.raises(m.CoordinationError):
