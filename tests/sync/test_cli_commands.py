@@ -27,6 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 _SANDBOX = (sys.executable, "-m", "makini_async.cli", "sandbox", "--port", "0")
 
 
+def _sandbox_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``makini-async sandbox`` (on a free port unless ``args`` name one) to its end."""
+    return subprocess.run(  # noqa: S603 - our own module
+        [*_SANDBOX, *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
 def _run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(list(argv), stdout=out, stderr=err)
@@ -312,36 +319,21 @@ class TestSandboxCommand:
         assert f"connections written to {target}" in out
         assert out.strip().endswith("Makini sandbox stopped")
 
-    def test_a_busy_port_is_one_line(self, tmp_path: Path) -> None:
+    def test_a_busy_port_is_one_line(self) -> None:
         """A port already taken gives one line and exit 2, not a traceback."""
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", _free_port()))
             holder.listen()
             port = holder.getsockname()[1]
-            proc = subprocess.run(  # noqa: S603 - our own module
-                [sys.executable, "-m", "makini_async.cli", "sandbox", "--port", str(port)],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            proc = _sandbox_command("--port", str(port))
         line = _one_line(proc.returncode, proc.stderr, prog="makini-async sandbox")
         assert line.endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
         assert "Makini sandbox listening" not in proc.stdout
-        del tmp_path
 
     def test_an_unwritable_connections_file_is_one_line(self, tmp_path: Path) -> None:
         """--write-connections into a missing directory fails before the sandbox starts."""
         target = tmp_path / "missing" / "c.json"
-        proc = subprocess.run(  # noqa: S603 - our own module
-            [*_SANDBOX, "--write-connections", str(target)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = _sandbox_command("--write-connections", str(target))
         line = _one_line(proc.returncode, proc.stderr, prog="makini-async sandbox")
         assert "its directory does not exist" in line
         assert proc.stdout == ""
